@@ -1,0 +1,1 @@
+//! Dependency conditions and waiting for them.

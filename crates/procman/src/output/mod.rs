@@ -1,0 +1,1 @@
+//! Multiplexed process output and the log directory.

@@ -1,0 +1,1 @@
+//! Spawning, the process table, and shutdown.
