@@ -7,6 +7,7 @@
 //! - [`output`]: multiplexed, prefixed, coloured output and the log directory.
 //! - [`supervisor`]: spawning, the process table, shutdown.
 
+pub mod cli;
 pub mod config;
 pub mod deps;
 pub mod output;

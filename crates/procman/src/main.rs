@@ -1,1 +1,5 @@
-fn main() {}
+//! The `procman` binary; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    procman::cli::main()
+}

@@ -1,0 +1,297 @@
+//! `procman run` end to end: real children, real signals, real exit codes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Sandbox, eventually, marker, processes_matching};
+
+const T: Duration = Duration::from_secs(20);
+
+fn pos(lines: &[String], needle: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line containing {needle:?} in:\n{}", lines.join("\n")))
+}
+
+#[test]
+fn once_jobs_pass_values_and_exit_zero() {
+    let sb = Sandbox::new(
+        r#"
+setup:
+  run: echo "GREETING=hello from setup" > $PROCMAN_OUTPUT
+  once: true
+greet:
+  depends:
+    - process_exited: setup
+  env:
+    WHO: "${{ setup.GREETING }}"
+  run: echo "got [$WHO] and [${{ setup.GREETING }}]"
+  once: true
+"#,
+    );
+    let (status, out, err) = sb.run(&[], T);
+    assert_eq!(status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("greet | got [hello from setup] and [hello from setup]"), "{out}");
+    let log = std::fs::read_to_string(sb.file("procman-logs/greet.log")).unwrap();
+    assert_eq!(log, "got [hello from setup] and [hello from setup]\n");
+    let combined = std::fs::read_to_string(sb.file("procman-logs/procman.log")).unwrap();
+    assert!(combined.contains("setup ["), "{combined}");
+}
+
+#[test]
+fn failing_once_job_sets_exit_code_and_stops_the_rest() {
+    let m = marker("longrunner");
+    let sb = Sandbox::new(&format!(
+        "web:\n  run: exec sleep 1000 # {m}\nbroken:\n  run: exit 3\n  once: true\n"
+    ));
+    let (status, out, _) = sb.run(&[], T);
+    assert_eq!(status.code(), Some(3), "{out}");
+    assert!(out.contains("broken ["), "{out}");
+    assert!(out.contains("exited with code 3"), "{out}");
+    assert!(processes_matching(&m).is_empty(), "web left running");
+}
+
+#[test]
+fn pipelines_run_under_pipefail_not_the_dash_failure() {
+    let sb = Sandbox::new("p:\n  run: |\n    echo one | cat\n    false | true\n    echo unreachable\n  once: true\n");
+    let (status, out, _) = sb.run(&[], T);
+    assert!(!out.contains("Illegal option"), "{out}");
+    assert!(out.contains("p | one"), "{out}");
+    assert!(!out.contains("unreachable"), "pipefail must stop the script: {out}");
+    assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn without_bash_a_posix_shell_runs_the_script() {
+    let sb = Sandbox::new("p:\n  run: echo via-sh | cat\n  once: true\n");
+    let bin = sb.file("nobash");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["sh", "cat"] {
+        let real = which(tool);
+        std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
+    }
+    let (status, out, _) = sb.run_with_env(&[], "PATH", bin.to_str().unwrap());
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("p | via-sh"), "{out}");
+}
+
+fn which(tool: &str) -> String {
+    let out = std::process::Command::new("bash").args(["-c", &format!("command -v {tool}")]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+trait RunWithEnv {
+    fn run_with_env(&self, args: &[&str], key: &str, value: &str) -> (std::process::ExitStatus, String, String);
+}
+
+impl RunWithEnv for Sandbox {
+    fn run_with_env(&self, args: &[&str], key: &str, value: &str) -> (std::process::ExitStatus, String, String) {
+        let mut cmd = self.command(args);
+        cmd.env(key, value);
+        let mut running = common::Running::start(cmd);
+        let status = running.wait(T);
+        (status, running.stdout_text(), running.stderr_text())
+    }
+}
+
+#[test]
+fn env_precedence_system_then_flags_then_process_env() {
+    let sb = Sandbox::new(
+        "p:\n  env:\n    C: from-yaml\n  run: echo \"A=$A B=$B C=$C\"\n  once: true\n",
+    );
+    let mut cmd = sb.command(&["run", "-e", "B=from-flag", "-e", "C=from-flag"]);
+    cmd.env("A", "from-system").env("B", "from-system").env("C", "from-system");
+    let mut running = common::Running::start(cmd);
+    assert_eq!(running.wait(T).code(), Some(0));
+    assert!(running.stdout_text().contains("A=from-system B=from-flag C=from-yaml"), "{}", running.stdout_text());
+}
+
+#[test]
+fn sigkilled_supervisor_leaves_no_orphans() {
+    let m = marker("orphan");
+    let sb = Sandbox::new(&format!(
+        "a:\n  run: bash -c 'sleep 1000 & sleep 1000; : {m}'\nb:\n  run: sleep 1000 & sleep 1000 # {m}\n"
+    ));
+    let running = sb.spawn(&[]);
+    running.wait_for("a [", T);
+    running.wait_for("b [", T);
+    assert!(eventually(T, || processes_matching(&m).len() >= 2), "children not running");
+    assert!(eventually(T, || processes_matching("sleep 1000").len() >= 4));
+    running.signal(libc::SIGKILL);
+    // Every group must be gone within 1 s of the supervisor's death.
+    assert!(
+        eventually(Duration::from_secs(1), || processes_matching(&m).is_empty()),
+        "left behind: {:?}",
+        processes_matching(&m)
+    );
+}
+
+#[test]
+fn stubborn_child_is_killed_after_its_stop_timeout() {
+    let m = marker("stubborn");
+    let sb = Sandbox::new(&format!(
+        "stubborn:\n  run: |\n    trap '' TERM\n    echo ready\n    while true; do sleep 0.05; done # {m}\n  stop_timeout: 300ms\n"
+    ));
+    let mut running = sb.spawn(&[]);
+    running.wait_for("stubborn | ready", T);
+    running.signal(libc::SIGTERM);
+    let status = running.wait(T);
+    assert_eq!(status.code(), Some(0));
+    let out = running.stdout_text();
+    assert!(out.contains("did not stop within 300ms: SIGKILL"), "{out}");
+    assert!(processes_matching(&m).is_empty());
+}
+
+#[test]
+fn second_ctrl_c_kills_at_once() {
+    let m = marker("patient");
+    let sb = Sandbox::new(&format!(
+        "patient:\n  run: |\n    trap '' TERM INT\n    echo ready\n    while true; do sleep 0.05; done # {m}\n  stop_timeout: 60s\n"
+    ));
+    let mut running = sb.spawn(&[]);
+    running.wait_for("patient | ready", T);
+    running.signal(libc::SIGINT);
+    running.wait_for("shutting down", T);
+    running.signal(libc::SIGINT);
+    // Far below the 60 s stop_timeout.
+    running.wait(Duration::from_secs(10));
+    assert!(running.stdout_text().contains("second interrupt"), "{}", running.stdout_text());
+    assert!(eventually(Duration::from_secs(2), || processes_matching(&m).is_empty()));
+}
+
+#[test]
+fn exiting_long_runner_stops_the_others_in_reverse_start_order() {
+    let sb = Sandbox::new(
+        "first:\n  run: sleep 1000\nsecond:\n  depends:\n    - path: ready\n  run: sleep 1000\nquitter:\n  depends:\n    - path: ready\n  run: sleep 0.3; exit 7\n",
+    );
+    std::fs::write(sb.file("ready"), "").unwrap();
+    let (status, out, _) = sb.run(&[], T);
+    assert_eq!(status.code(), Some(7), "{out}");
+    let lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    let killed_second = lines.iter().rposition(|l| l.contains("second [") && l.contains("SIGTERM")).expect(&out);
+    let killed_first = lines.iter().rposition(|l| l.contains("first [") && l.contains("SIGTERM")).expect(&out);
+    assert!(killed_second < killed_first, "second started later, so it stops first:\n{out}");
+}
+
+#[test]
+fn dependency_timeout_names_process_and_condition() {
+    let sb = Sandbox::new(
+        "api:\n  depends:\n    - path: never-appears\n      timeout_seconds: 1\n      poll_interval: 0.1\n  run: echo never\n",
+    );
+    let (status, out, _) = sb.run(&[], T);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("api"), "{out}");
+    assert!(out.contains("never-appears"), "{out}");
+    assert!(out.contains("timed out"), "{out}");
+    assert!(!out.contains("api | never"), "{out}");
+}
+
+#[test]
+fn retry_false_fails_at_once() {
+    let sb = Sandbox::new(
+        "api:\n  depends:\n    - not_exists: stale.lock\n      retry: false\n  run: echo never\n",
+    );
+    std::fs::write(sb.file("stale.lock"), "").unwrap();
+    let started = std::time::Instant::now();
+    let (status, out, _) = sb.run(&[], T);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("stale.lock"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn tcp_and_http_dependencies_gate_the_start() {
+    let port = common::free_port();
+    let sb = Sandbox::new(&format!(
+        r#"
+web:
+  run: exec python3 -m http.server {port} --bind 127.0.0.1
+api:
+  depends:
+    - tcp: 127.0.0.1:{port}
+      poll_interval: 0.1
+    - url: http://127.0.0.1:{port}/
+      code: 200
+      poll_interval: 0.1
+  run: echo api-is-up; exit 0
+  once: true
+"#
+    ));
+    let mut running = sb.spawn(&[]);
+    running.wait_for("api | api-is-up", T);
+    running.signal(libc::SIGTERM);
+    running.wait(T);
+    let lines = running.stdout_lines();
+    assert!(pos(&lines, "web [") < pos(&lines, "api ["));
+    assert!(pos(&lines, "dependency satisfied") < pos(&lines, "api ["));
+}
+
+#[test]
+fn for_each_fans_out_and_gates_dependents() {
+    let sb = Sandbox::new(
+        "nodes:\n  for_each:\n    glob: \"conf/*.yaml\"\n    as: CONFIG_PATH\n  run: echo \"node $(basename $CONFIG_PATH)\"\n  once: true\ndeploy:\n  depends:\n    - process_exited: nodes\n  run: echo deployed\n  once: true\n",
+    );
+    std::fs::create_dir(sb.file("conf")).unwrap();
+    for n in ["a", "b", "c"] {
+        std::fs::write(sb.file(&format!("conf/{n}.yaml")), "").unwrap();
+    }
+    let (status, out, _) = sb.run(&[], T);
+    assert_eq!(status.code(), Some(0), "{out}");
+    for (i, n) in ["a", "b", "c"].iter().enumerate() {
+        assert!(out.contains(&format!("nodes-{i} | node {n}.yaml")), "{out}");
+    }
+    let lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    let last_node = lines.iter().rposition(|l| l.contains("nodes-") && l.contains("completed")).unwrap();
+    assert!(last_node < pos(&lines, "deploy ["), "{out}");
+}
+
+#[test]
+fn missing_config_says_where_it_looked() {
+    let sb = Sandbox::new("");
+    std::fs::remove_file(sb.file("procman.yaml")).unwrap();
+    let (status, _, err) = sb.run(&[], T);
+    assert_ne!(status.code(), Some(0));
+    assert!(err.contains("procman.yaml"), "{err}");
+}
+
+#[test]
+fn check_reports_errors_with_line_and_column() {
+    let sb = Sandbox::new("web:\n  run: serve\n  depnds:\n    - path: x\n");
+    let (status, out, err) = sb.run(&["check"], T);
+    assert_eq!(status.code(), Some(1));
+    assert!(out.is_empty());
+    assert!(err.contains("procman.yaml:3:3: error:"), "{err}");
+    assert!(err.contains("depnds"), "{err}");
+
+    let ok = Sandbox::new("web:\n  run: serve\n");
+    let (status, out, err) = ok.run(&["check"], T);
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(out.is_empty() && err.is_empty());
+}
+
+#[test]
+fn cycle_is_rejected_before_anything_starts() {
+    let m = marker("cycle");
+    let sb = Sandbox::new(&format!(
+        "a:\n  run: echo {m}\n  once: true\n  depends:\n    - process_exited: b\nb:\n  run: echo {m}\n  once: true\n  depends:\n    - process_exited: a\n"
+    ));
+    let (status, out, err) = sb.run(&[], T);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("a -> b -> a") || err.contains("b -> a -> b"), "{err}");
+    assert!(!out.contains(&m));
+}
+
+#[test]
+fn cwd_is_relative_to_the_config_file() {
+    let sb = Sandbox::new("p:\n  cwd: sub\n  run: pwd\n  once: true\n");
+    std::fs::create_dir(sb.file("sub")).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let mut cmd = sb.command(&["run", sb.file("procman.yaml").to_str().unwrap()]);
+    cmd.current_dir(other.path());
+    let mut running = common::Running::start(cmd);
+    assert_eq!(running.wait(T).code(), Some(0));
+    let expected = std::fs::canonicalize(sb.file("sub")).unwrap();
+    assert!(running.stdout_text().contains(&format!("p | {}", expected.display())), "{}", running.stdout_text());
+}
