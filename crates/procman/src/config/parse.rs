@@ -1,0 +1,1357 @@
+//! `procman.yaml` → [`Config`], reporting every problem with `file:line:col`.
+//!
+//! The YAML is loaded with marked-yaml (which keeps positions) and then walked by hand, so that
+//! one pass can report unknown keys, wrong types and cross-process mistakes together.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode};
+use marked_yaml::{LoadError, LoaderOptions, Node, Span};
+
+use super::error::{ConfigError, Diagnostic};
+use super::expand::expand_vars;
+use super::model::*;
+use super::template;
+
+const PROCESS_FIELDS: &[&str] = &[
+    "run",
+    "env",
+    "once",
+    "autostart",
+    "depends",
+    "for_each",
+    "watch",
+    "cwd",
+    "stop_timeout",
+];
+const DEP_KINDS: &[&str] = &[
+    "url",
+    "tcp",
+    "path",
+    "file_contains",
+    "process_exited",
+    "not_listening",
+    "not_exists",
+    "not_running",
+];
+const DEP_OPTIONS: &[&str] = &["code", "poll_interval", "timeout_seconds", "retry"];
+const FILE_CONTAINS_FIELDS: &[&str] = &[
+    "path",
+    "format",
+    "key",
+    "env",
+    "poll_interval",
+    "timeout_seconds",
+    "retry",
+];
+const WATCH_FIELDS: &[&str] = &[
+    "name",
+    "check",
+    "initial_delay",
+    "poll_interval",
+    "failure_threshold",
+    "on_fail",
+];
+const FOR_EACH_FIELDS: &[&str] = &["glob", "as"];
+
+const DEFAULT_POLL: Duration = Duration::from_secs(1);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_WATCH_POLL: Duration = Duration::from_secs(5);
+const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+
+/// Reads, canonicalizes and parses the config at `path`.
+///
+/// `extra_env` holds the `-e KEY=VALUE` flags; they override the system environment (and are
+/// overridden by a process's own `env`) when expanding `$VAR` in dependency fields.
+/// Messages show `path` as given; [`Config::path`] is canonical.
+pub fn load(path: &Path, extra_env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(e) => {
+            return Err(ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    if !meta.is_file() {
+        return Err(ConfigError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let unreadable = |e: std::io::Error| ConfigError::Unreadable {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let bytes = std::fs::read(path).map_err(unreadable)?;
+    let text = String::from_utf8(bytes).map_err(|e| ConfigError::NotUtf8 {
+        path: path.to_path_buf(),
+        offset: e.utf8_error().valid_up_to(),
+    })?;
+    let canonical = std::fs::canonicalize(path).map_err(unreadable)?;
+    let dir = canonical
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let mut config = parse_str(&text, path, &dir, extra_env)?;
+    config.path = canonical;
+    Ok(config)
+}
+
+/// Parses config `text` without touching the filesystem (except reading the process
+/// environment for `$VAR` expansion).
+///
+/// `display_path` prefixes every message and becomes [`Config::path`]; `dir` is what relative
+/// `cwd`s resolve against and becomes [`Config::dir`].
+pub fn parse_str(
+    text: &str,
+    display_path: &Path,
+    dir: &Path,
+    extra_env: &BTreeMap<String, String>,
+) -> Result<Config, ConfigError> {
+    let mut base_env: BTreeMap<String, String> = std::env::vars().collect();
+    base_env.extend(extra_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+    let mut cx = Ctx::default();
+    let processes = match load_yaml(text, &mut cx) {
+        Some(root) => parse_processes(&root, dir, &base_env, &mut cx),
+        None => Vec::new(),
+    };
+    if !cx.diags.is_empty() {
+        let mut diagnostics = cx.diags;
+        diagnostics.sort_by_key(|d| (d.line, d.column));
+        diagnostics.dedup();
+        return Err(ConfigError::Invalid {
+            display_path: display_path.to_path_buf(),
+            diagnostics,
+        });
+    }
+    Ok(Config {
+        path: display_path.to_path_buf(),
+        dir: dir.to_path_buf(),
+        processes,
+    })
+}
+
+/// Parses a `depends` list that arrived as JSON (a FIFO `run` message), with the same rules as
+/// the YAML form. `env` is the complete environment used for `$VAR` expansion.
+/// `process_exited` names cannot be checked here and are accepted as given.
+pub fn parse_dependencies_json(
+    value: &serde_json::Value,
+    env: &BTreeMap<String, String>,
+) -> Result<Vec<Dependency>, String> {
+    let serde_json::Value::Array(items) = value else {
+        return Err(format!(
+            "`depends` must be a list of dependency objects, got {}",
+            json_kind(value)
+        ));
+    };
+    let mut deps = Vec::new();
+    let mut errors = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let node = json_to_node(item);
+        let mut cx = Ctx::default();
+        let owner = format!("`depends[{i}]`");
+        let mut refs = Vec::new();
+        if let Some(dep) = cx.dependency(&node, &owner, env, None, &mut refs) {
+            deps.push(dep);
+        }
+        errors.extend(cx.diags.into_iter().map(|d| d.message));
+    }
+    if errors.is_empty() {
+        Ok(deps)
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// JSON strings become quoted scalars (no coercion), everything else plain ones, matching how
+/// the same text would load as YAML.
+fn json_to_node(v: &serde_json::Value) -> Node {
+    let scalar = |s: String, coerce: bool| {
+        let mut n = MarkedScalarNode::new(Span::new_blank(), s);
+        n.set_coerce(coerce);
+        Node::Scalar(n)
+    };
+    match v {
+        serde_json::Value::Null => scalar("null".into(), true),
+        serde_json::Value::Bool(b) => scalar(b.to_string(), true),
+        serde_json::Value::Number(n) => scalar(n.to_string(), true),
+        serde_json::Value::String(s) => scalar(s.clone(), false),
+        serde_json::Value::Array(items) => Node::Sequence(MarkedSequenceNode::new(
+            Span::new_blank(),
+            items.iter().map(json_to_node).collect(),
+        )),
+        serde_json::Value::Object(map) => {
+            let mapping: MarkedMappingNode = map
+                .iter()
+                .map(|(k, v)| {
+                    let mut key = MarkedScalarNode::new(Span::new_blank(), k.clone());
+                    key.set_coerce(false);
+                    (key, json_to_node(v))
+                })
+                .collect();
+            Node::Mapping(mapping)
+        }
+    }
+}
+
+fn only_comments(text: &str) -> bool {
+    text.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---" || t == "..."
+    })
+}
+
+fn marker_loc(m: &marked_yaml::Marker) -> Location {
+    Location {
+        line: m.line(),
+        column: m.column(),
+    }
+}
+
+fn span_loc(span: &Span) -> Location {
+    span.start().map(marker_loc).unwrap_or_default()
+}
+
+fn loc(n: &Node) -> Location {
+    span_loc(n.span())
+}
+
+/// Loads the YAML tree; on a duplicate key, reports it and reloads permissively so the rest of
+/// the file is still checked (marked-yaml stops at the first duplicate).
+fn load_yaml(text: &str, cx: &mut Ctx) -> Option<Node> {
+    if only_comments(text) {
+        return None;
+    }
+    let strict = LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .prevent_coercion(true);
+    match marked_yaml::parse_yaml_with_options(0, text, strict) {
+        Ok(node) => Some(node),
+        Err(LoadError::DuplicateKey(dup)) => {
+            let lenient = LoaderOptions::default().prevent_coercion(true);
+            let node = marked_yaml::parse_yaml_with_options(0, text, lenient);
+            let prev = span_loc(dup.prev_key.span());
+            let at = span_loc(dup.key.span());
+            let name = dup.key.as_str();
+            let top_level = node
+                .as_ref()
+                .ok()
+                .and_then(Node::as_mapping)
+                .map(|m| {
+                    m.keys()
+                        .any(|k| k.as_str() == name && span_loc(k.span()).column == at.column)
+                })
+                .unwrap_or(false)
+                && prev.column == at.column;
+            let owner = node.as_ref().ok().and_then(Node::as_mapping).and_then(|m| {
+                m.keys()
+                    .filter(|k| span_loc(k.span()).line <= at.line)
+                    .last()
+                    .map(|k| k.as_str().to_string())
+            });
+            let message = match (top_level, owner) {
+                (true, _) | (false, None) => format!(
+                    "duplicate process `{name}` (first defined at line {}:{}); rename one of them",
+                    prev.line, prev.column
+                ),
+                (false, Some(owner)) => format!(
+                    "duplicate key `{name}` in process `{owner}` (first given at line {}:{})",
+                    prev.line, prev.column
+                ),
+            };
+            cx.err(at, message);
+            match node {
+                Ok(node) => Some(node),
+                Err(e) => {
+                    report_load_error(e, cx);
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            report_load_error(e, cx);
+            None
+        }
+    }
+}
+
+fn report_load_error(e: LoadError, cx: &mut Ctx) {
+    let (at, message) = match e {
+        LoadError::TopLevelMustBeMapping(m) | LoadError::TopLevelMustBeSequence(m) => (
+            marker_loc(&m),
+            "the top level must be a mapping of process names to definitions, e.g. `web:\\n  run: ./server`".to_string(),
+        ),
+        LoadError::UnexpectedAnchor(m) => (
+            marker_loc(&m),
+            "YAML anchors and aliases (`&name`, `*name`) are not supported".to_string(),
+        ),
+        LoadError::MappingKeyMustBeScalar(m) => (
+            marker_loc(&m),
+            "mapping keys must be plain strings".to_string(),
+        ),
+        LoadError::UnexpectedTag(m) => (
+            marker_loc(&m),
+            "YAML tags (`!tag`) are not supported".to_string(),
+        ),
+        LoadError::ScanError(m, se) => (marker_loc(&m), format!("invalid YAML: {}", se.info())),
+        LoadError::DuplicateKey(dup) => (
+            span_loc(dup.key.span()),
+            format!("duplicate key `{}`", dup.key.as_str()),
+        ),
+    };
+    cx.err(at, message);
+}
+
+/// A `process_exited` reference, kept for cross-process checks.
+struct ExitedRef {
+    name: String,
+    at_value: Location,
+    at_entry: Location,
+    in_depends: bool,
+}
+
+/// What the cross-process checks need beyond the spec itself.
+struct Parsed {
+    spec: ProcessSpec,
+    /// False when `once`/`autostart` were malformed, so their values are unknown.
+    flags_known: bool,
+    /// False when some `depends` entry could not be parsed (a `process_exited` may be missing).
+    deps_complete: bool,
+    exited: Vec<ExitedRef>,
+    spawns: Vec<(String, Location, String)>,
+    templates: Vec<(String, String, Location)>,
+}
+
+fn parse_processes(
+    root: &Node,
+    dir: &Path,
+    base_env: &BTreeMap<String, String>,
+    cx: &mut Ctx,
+) -> Vec<ProcessSpec> {
+    let Some(top) = root.as_mapping() else {
+        cx.err(
+            loc(root),
+            "the top level must be a mapping of process names to definitions",
+        );
+        return Vec::new();
+    };
+    let mut parsed = Vec::new();
+    for (key, value) in top.iter() {
+        if let Some(p) = cx.process(key, value, dir, base_env) {
+            parsed.push(p);
+        }
+    }
+    let names: BTreeSet<&str> = top.keys().map(|k| k.as_str()).collect();
+    check_cross_references(&parsed, &names, cx);
+    parsed.into_iter().map(|p| p.spec).collect()
+}
+
+fn check_cross_references(parsed: &[Parsed], names: &BTreeSet<&str>, cx: &mut Ctx) {
+    let by_name: HashMap<&str, &Parsed> =
+        parsed.iter().map(|p| (p.spec.name.as_str(), p)).collect();
+    for p in parsed {
+        let me = &p.spec.name;
+        for r in &p.exited {
+            match by_name.get(r.name.as_str()) {
+                None if !names.contains(r.name.as_str()) => cx.err(
+                    r.at_value,
+                    format!(
+                        "process `{me}` depends on unknown process `{}` (process_exited){}",
+                        r.name,
+                        suggest(&r.name, names.iter().copied())
+                    ),
+                ),
+                Some(t) if t.flags_known && !t.spec.once => cx.err(
+                    r.at_value,
+                    format!(
+                        "process `{me}` waits for `{}` to exit (process_exited), but `{}` is not `once: true` and is expected to keep running",
+                        r.name, r.name
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        let mut watch_names: HashMap<&str, ()> = HashMap::new();
+        for w in &p.spec.watch {
+            watch_names.insert(w.name.as_str(), ());
+        }
+        for (target, at, watch) in &p.spawns {
+            match by_name.get(target.as_str()) {
+                None if !names.contains(target.as_str()) => cx.err(
+                    *at,
+                    format!(
+                        "watch `{watch}` of process `{me}` spawns unknown process `{target}`{}",
+                        suggest(target, names.iter().copied())
+                    ),
+                ),
+                Some(t) if t.flags_known && t.spec.autostart => cx.err(
+                    *at,
+                    format!(
+                        "watch `{watch}` of process `{me}` spawns `{target}`, which must have `autostart: false`"
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        for (target, key, at) in &p.templates {
+            let tpl = format!("${{{{ {target}.{key} }}}}");
+            match by_name.get(target.as_str()) {
+                None if !names.contains(target.as_str()) => cx.err(
+                    *at,
+                    format!(
+                        "process `{me}` references output `{tpl}` but process `{target}` does not exist{}",
+                        suggest(target, names.iter().copied())
+                    ),
+                ),
+                None => {}
+                Some(t) => {
+                    if t.flags_known && !t.spec.once {
+                        cx.err(
+                            *at,
+                            format!(
+                                "process `{me}` references output `{tpl}` but process `{target}` is not `once: true`"
+                            ),
+                        );
+                    } else if reaches(p, target, &by_name) == Some(false) {
+                        cx.err(
+                            *at,
+                            format!(
+                                "process `{me}` references output `{tpl}` but does not depend on `{target}`; add `- process_exited: {target}` to its `depends` (directly or through another process)"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    report_cycles(parsed, &by_name, cx);
+}
+
+/// Whether `from` reaches `target` through `process_exited` dependencies; `None` when an
+/// incompletely parsed process on the way makes the answer unknown.
+fn reaches(from: &Parsed, target: &str, by_name: &HashMap<&str, &Parsed>) -> Option<bool> {
+    let mut stack = vec![from];
+    let mut seen = BTreeSet::new();
+    let mut unknown = false;
+    while let Some(p) = stack.pop() {
+        if !seen.insert(p.spec.name.as_str()) {
+            continue;
+        }
+        if !p.deps_complete {
+            unknown = true;
+        }
+        for r in p.exited.iter().filter(|r| r.in_depends) {
+            if r.name == target {
+                return Some(true);
+            }
+            if let Some(next) = by_name.get(r.name.as_str()) {
+                stack.push(next);
+            }
+        }
+    }
+    if unknown { None } else { Some(false) }
+}
+
+fn report_cycles(parsed: &[Parsed], by_name: &HashMap<&str, &Parsed>, cx: &mut Ctx) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    fn visit<'a>(
+        p: &'a Parsed,
+        by_name: &HashMap<&str, &'a Parsed>,
+        marks: &mut HashMap<&'a str, Mark>,
+        path: &mut Vec<&'a str>,
+        cx: &mut Ctx,
+    ) {
+        let name = p.spec.name.as_str();
+        marks.insert(name, Mark::Active);
+        path.push(name);
+        for r in p.exited.iter().filter(|r| r.in_depends) {
+            let Some(next) = by_name.get(r.name.as_str()) else {
+                continue;
+            };
+            let next_name = next.spec.name.as_str();
+            match marks.get(next_name).copied().unwrap_or(Mark::New) {
+                Mark::Active => {
+                    let start = path.iter().position(|n| *n == next_name).unwrap_or(0);
+                    let mut cycle: Vec<&str> = path[start..].to_vec();
+                    cycle.push(next_name);
+                    cx.err(
+                        r.at_entry,
+                        format!(
+                            "circular dependency: {} (process_exited in process `{name}`)",
+                            cycle.join(" -> ")
+                        ),
+                    );
+                }
+                Mark::New => visit(next, by_name, marks, path, cx),
+                Mark::Done => {}
+            }
+        }
+        path.pop();
+        marks.insert(name, Mark::Done);
+    }
+    let mut marks: HashMap<&str, Mark> = HashMap::new();
+    for p in parsed {
+        if marks
+            .get(p.spec.name.as_str())
+            .copied()
+            .unwrap_or(Mark::New)
+            == Mark::New
+        {
+            let mut path = Vec::new();
+            visit(p, by_name, &mut marks, &mut path, cx);
+        }
+    }
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            let v = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur.push(v);
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or(0)
+}
+
+/// `"; did you mean `x`?"` for the closest candidate within a small edit distance, else `""`.
+fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    let limit = (word.chars().count() / 3).clamp(1, 3);
+    candidates
+        .into_iter()
+        .filter(|c| *c != word)
+        .map(|c| (levenshtein(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
+}
+
+fn is_null(s: &MarkedScalarNode) -> bool {
+    s.may_coerce() && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL")
+}
+
+fn describe(n: &Node) -> String {
+    match n {
+        Node::Scalar(s) if is_null(s) => "nothing".to_string(),
+        Node::Scalar(s) if !s.may_coerce() => format!("the quoted string `\"{}\"`", s.as_str()),
+        Node::Scalar(s) => format!("`{}`", s.as_str()),
+        Node::Mapping(_) => "a mapping".to_string(),
+        Node::Sequence(_) => "a list".to_string(),
+    }
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// Collects diagnostics while walking the tree.
+#[derive(Default)]
+struct Ctx {
+    diags: Vec<Diagnostic>,
+}
+
+/// The recognised fields of one mapping, by name, with the key's location.
+type Fields<'n> = BTreeMap<&'n str, (Location, &'n Node)>;
+
+impl Ctx {
+    fn err(&mut self, at: Location, message: impl Into<String>) {
+        self.diags.push(Diagnostic {
+            line: at.line,
+            column: at.column,
+            message: message.into(),
+        });
+    }
+
+    /// Splits a mapping into known fields, reporting unknown ones.
+    fn fields<'n>(
+        &mut self,
+        m: &'n MarkedMappingNode,
+        allowed: &[&str],
+        place: &str,
+    ) -> Fields<'n> {
+        let mut out = Fields::new();
+        for (k, v) in m.iter() {
+            let name = k.as_str();
+            if allowed.contains(&name) {
+                out.insert(name, (span_loc(k.span()), v));
+            } else {
+                self.err(
+                    span_loc(k.span()),
+                    format!(
+                        "unknown field `{name}` in {place}; expected one of {}{}",
+                        allowed.join(", "),
+                        suggest(name, allowed.iter().copied())
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    fn mapping<'n>(
+        &mut self,
+        n: &'n Node,
+        what: &str,
+        example: &str,
+    ) -> Option<&'n MarkedMappingNode> {
+        match n {
+            Node::Mapping(m) => Some(m),
+            other => {
+                self.err(
+                    loc(other),
+                    format!("{what} must be a mapping{example}, got {}", describe(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn sequence<'n>(&mut self, n: &'n Node, what: &str) -> Option<&'n MarkedSequenceNode> {
+        match n {
+            Node::Sequence(s) => Some(s),
+            other => {
+                self.err(
+                    loc(other),
+                    format!(
+                        "{what} must be a list (entries start with `- `), got {}",
+                        describe(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, n: &Node, what: &str) -> Option<String> {
+        match n {
+            Node::Scalar(s) if !is_null(s) => Some(s.as_str().to_string()),
+            other => {
+                self.err(
+                    loc(other),
+                    format!("{what} must be a string, got {}", describe(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, n: &Node, what: &str) -> Option<bool> {
+        if let Node::Scalar(s) = n
+            && let Some(b) = s.as_bool()
+        {
+            return Some(b);
+        }
+        self.err(
+            loc(n),
+            format!("{what} must be `true` or `false`, got {}", describe(n)),
+        );
+        None
+    }
+
+    fn integer<T: FromStr>(
+        &mut self,
+        n: &Node,
+        what: &str,
+        expected: &str,
+        ok: impl Fn(&T) -> bool,
+    ) -> Option<T> {
+        if let Node::Scalar(s) = n
+            && s.may_coerce()
+            && let Ok(v) = s.as_str().parse::<T>()
+            && ok(&v)
+        {
+            return Some(v);
+        }
+        self.err(
+            loc(n),
+            format!("{what} must be {expected}, got {}", describe(n)),
+        );
+        None
+    }
+
+    /// Seconds as a number (`5`, `0.5`) or a humantime string (`500ms`, `1m 30s`).
+    fn duration(&mut self, n: &Node, what: &str) -> Option<Duration> {
+        let at = loc(n);
+        let Node::Scalar(s) = n else {
+            self.err(
+                at,
+                format!("{what} must be a duration, got {}", describe(n)),
+            );
+            return None;
+        };
+        let text = s.as_str().trim();
+        if let Ok(secs) = text.parse::<f64>() {
+            if !secs.is_finite() {
+                self.err(
+                    at,
+                    format!("{what} must be a finite number of seconds, got `{text}`"),
+                );
+                return None;
+            }
+            if secs < 0.0 {
+                self.err(at, format!("{what} must not be negative, got `{text}`"));
+                return None;
+            }
+            return match Duration::try_from_secs_f64(secs) {
+                Ok(d) => Some(d),
+                Err(_) => {
+                    self.err(at, format!("{what} is too large: `{text}`"));
+                    None
+                }
+            };
+        }
+        if text.starts_with('-') {
+            self.err(at, format!("{what} must not be negative, got `{text}`"));
+            return None;
+        }
+        match humantime::parse_duration(text) {
+            Ok(d) if !is_null(s) => Some(d),
+            _ => {
+                self.err(
+                    at,
+                    format!(
+                        "{what} must be a duration: seconds (`5`, `0.5`) or a string like `500ms` or `5s`, got {}",
+                        describe(n)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn process(
+        &mut self,
+        key: &MarkedScalarNode,
+        value: &Node,
+        dir: &Path,
+        base_env: &BTreeMap<String, String>,
+    ) -> Option<Parsed> {
+        let name = key.as_str().to_string();
+        let at = span_loc(key.span());
+        if name.trim().is_empty() || name.contains('/') || name.contains('\0') {
+            self.err(
+                at,
+                format!(
+                    "invalid process name `{name}`: names must be non-empty and contain no `/`"
+                ),
+            );
+        }
+        let owner = format!("process `{name}`");
+        let map = match value {
+            Node::Mapping(m) => m,
+            Node::Scalar(s) if is_null(s) => {
+                self.err(
+                    at,
+                    format!("{owner} is empty; it needs at least `run: COMMAND`"),
+                );
+                return None;
+            }
+            other => {
+                self.err(
+                    loc(other),
+                    format!(
+                        "{owner} must be a mapping of fields (at least `run: COMMAND`), got {}",
+                        describe(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        let f = self.fields(map, PROCESS_FIELDS, &owner);
+
+        let mut templates = Vec::new();
+        let run = match f.get("run") {
+            None => {
+                self.err(at, format!("{owner} has no `run` command"));
+                String::new()
+            }
+            Some((_, n)) => match self.string(n, &format!("`run` in {owner}")) {
+                Some(r) if r.trim().is_empty() => {
+                    self.err(loc(n), format!("`run` in {owner} is empty"));
+                    r
+                }
+                Some(r) => {
+                    self.collect_templates(&r, loc(n), &owner, &mut templates);
+                    r
+                }
+                None => String::new(),
+            },
+        };
+
+        let mut env = BTreeMap::new();
+        if let Some((_, n)) = f.get("env") {
+            let what = format!("`env` in {owner}");
+            if let Some(m) = self.mapping(n, &what, " of NAME: value") {
+                for (k, v) in m.iter() {
+                    let var = k.as_str();
+                    if !is_env_name(var) {
+                        self.err(
+                            span_loc(k.span()),
+                            format!("invalid environment variable name `{var}` in {what}"),
+                        );
+                    }
+                    match v {
+                        Node::Scalar(s) if !is_null(s) => {
+                            self.collect_templates(s.as_str(), loc(v), &owner, &mut templates);
+                            env.insert(var.to_string(), s.as_str().to_string());
+                        }
+                        Node::Scalar(_) => self.err(
+                            loc(v).max_with(span_loc(k.span())),
+                            format!("`{var}` in {what} has no value; write `{var}: \"\"` for an empty string"),
+                        ),
+                        other => self.err(
+                            loc(other),
+                            format!("`{var}` in {what} must be a string, number or boolean, got {}", describe(other)),
+                        ),
+                    }
+                }
+            }
+        }
+
+        let mut flags_known = true;
+        let mut flag = |cx: &mut Ctx, field: &str, default: bool| match f.get(field) {
+            None => default,
+            Some((_, n)) => cx
+                .boolean(n, &format!("`{field}` in {owner}"))
+                .unwrap_or_else(|| {
+                    flags_known = false;
+                    default
+                }),
+        };
+        let once = flag(self, "once", false);
+        let autostart = flag(self, "autostart", true);
+
+        let cwd = f.get("cwd").and_then(|(_, n)| {
+            let c = self.string(n, &format!("`cwd` in {owner}"))?;
+            if c.trim().is_empty() {
+                self.err(loc(n), format!("`cwd` in {owner} is empty"));
+                return None;
+            }
+            Some(dir.join(c))
+        });
+        let stop_timeout = f
+            .get("stop_timeout")
+            .and_then(|(_, n)| self.duration(n, &format!("`stop_timeout` in {owner}")))
+            .unwrap_or(DEFAULT_STOP_TIMEOUT);
+
+        let for_each = f
+            .get("for_each")
+            .and_then(|(_, n)| self.for_each(n, &owner));
+
+        let mut dep_env = base_env.clone();
+        dep_env.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(fe) = &for_each {
+            dep_env.insert(fe.var.clone(), format!("${{{}}}", fe.var));
+        }
+
+        let mut exited = Vec::new();
+        let mut deps_complete = true;
+        let mut depends = Vec::new();
+        if let Some((_, n)) = f.get("depends") {
+            match n {
+                Node::Scalar(s) if is_null(s) => {}
+                _ => match self.sequence(n, &format!("`depends` in {owner}")) {
+                    Some(seq) => {
+                        for entry in seq.iter() {
+                            match self.dependency(entry, &owner, &dep_env, Some(true), &mut exited)
+                            {
+                                Some(d) => depends.push(d),
+                                None => deps_complete = false,
+                            }
+                        }
+                    }
+                    None => deps_complete = false,
+                },
+            }
+        }
+
+        let mut spawns = Vec::new();
+        let mut watch = Vec::new();
+        if let Some((_, n)) = f.get("watch") {
+            let what = format!("`watch` in {owner}");
+            let entries = match n {
+                Node::Scalar(s) if is_null(s) => None,
+                _ => self.sequence(n, &what),
+            };
+            let mut seen: HashMap<String, Location> = HashMap::new();
+            for (i, entry) in entries.into_iter().flat_map(|s| s.iter()).enumerate() {
+                if let Some((w, name_at)) =
+                    self.watch(entry, i, &name, &owner, &dep_env, &mut exited, &mut spawns)
+                {
+                    if let Some(first) = seen.get(&w.name) {
+                        self.err(
+                            name_at,
+                            format!(
+                                "duplicate watch name `{}` in {owner} (first at line {}:{})",
+                                w.name, first.line, first.column
+                            ),
+                        );
+                    } else {
+                        seen.insert(w.name.clone(), name_at);
+                    }
+                    watch.push(w);
+                }
+            }
+        }
+
+        Some(Parsed {
+            spec: ProcessSpec {
+                name,
+                run,
+                env,
+                once,
+                autostart,
+                depends,
+                for_each,
+                watch,
+                cwd,
+                stop_timeout,
+                location: at,
+            },
+            flags_known,
+            deps_complete,
+            exited,
+            spawns,
+            templates,
+        })
+    }
+
+    fn collect_templates(
+        &mut self,
+        s: &str,
+        at: Location,
+        owner: &str,
+        out: &mut Vec<(String, String, Location)>,
+    ) {
+        for m in template::malformed(s) {
+            self.err(at, format!("{m} (in {owner})"));
+        }
+        out.extend(template::references(s).into_iter().map(|(p, k)| (p, k, at)));
+    }
+
+    fn for_each(&mut self, n: &Node, owner: &str) -> Option<ForEach> {
+        let what = format!("`for_each` in {owner}");
+        let m = self.mapping(n, &what, " with `glob` and `as`")?;
+        let f = self.fields(m, FOR_EACH_FIELDS, &what);
+        let get = |cx: &mut Ctx, field: &str| match f.get(field) {
+            None => {
+                cx.err(loc(n), format!("{what} needs `{field}`"));
+                None
+            }
+            Some((_, v)) => cx.string(v, &format!("`{field}` in {what}")),
+        };
+        let glob = get(self, "glob");
+        let var = get(self, "as");
+        if let (Some(v), Some((_, node))) = (&var, f.get("as"))
+            && !is_env_name(v)
+        {
+            self.err(
+                loc(node),
+                format!("`as` in {what} must be a variable name (letters, digits, `_`), got `{v}`"),
+            );
+            return None;
+        }
+        if let (Some(g), Some((_, node))) = (&glob, f.get("glob"))
+            && let Err(e) = glob::Pattern::new(g)
+        {
+            self.err(loc(node), format!("invalid glob `{g}` in {what}: {e}"));
+            return None;
+        }
+        Some(ForEach {
+            glob: glob?,
+            var: var?,
+        })
+    }
+
+    /// Parses one dependency entry. `in_depends` is `Some(true)` for `depends`, `Some(false)`
+    /// for a watch check, `None` when there is no config to check `process_exited` against.
+    fn dependency(
+        &mut self,
+        n: &Node,
+        owner: &str,
+        env: &BTreeMap<String, String>,
+        in_depends: Option<bool>,
+        exited: &mut Vec<ExitedRef>,
+    ) -> Option<Dependency> {
+        let at = loc(n);
+        let place = format!("a dependency of {owner}");
+        let m = match n {
+            Node::Mapping(m) => m,
+            other => {
+                self.err(
+                    at,
+                    format!(
+                        "{place} must be a mapping such as `process_exited: NAME` or `url: ... code: 200`, got {}",
+                        describe(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        let mut allowed: Vec<&str> = DEP_KINDS.to_vec();
+        allowed.extend_from_slice(DEP_OPTIONS);
+        let f = self.fields(m, &allowed, &place);
+        let kinds: Vec<(&str, Location, &Node)> = DEP_KINDS
+            .iter()
+            .filter_map(|k| f.get(k).map(|(l, v)| (*k, *l, *v)))
+            .collect();
+        let mut kinds_sorted = kinds.clone();
+        kinds_sorted.sort_by_key(|(_, l, _)| (l.line, l.column));
+        let (kind, kind_at, value) = match kinds_sorted.as_slice() {
+            [] => {
+                self.err(
+                    at,
+                    format!(
+                        "{place} has no kind; expected one of {}",
+                        DEP_KINDS.join(", ")
+                    ),
+                );
+                return None;
+            }
+            [one] => *one,
+            [first, second, ..] => {
+                self.err(
+                    second.1,
+                    format!(
+                        "{place} has both `{}` and `{}`; write one kind per `-` entry",
+                        first.0, second.0
+                    ),
+                );
+                return None;
+            }
+        };
+        let mut ok = true;
+        if kind != "url"
+            && let Some((l, _)) = f.get("code")
+        {
+            self.err(
+                *l,
+                format!("`code` only applies to `url` dependencies (in {owner})"),
+            );
+            ok = false;
+        }
+        let field_what = |field: &str| format!("`{field}` in {place}");
+        let expand = |cx: &mut Ctx, field: &str, v: &Node| -> Option<String> {
+            let raw = cx.string(v, &field_what(field))?;
+            match expand_vars(&raw, env) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    cx.err(loc(v), format!("{e} in `{field}` of {place}"));
+                    None
+                }
+            }
+        };
+
+        let mut inner_opts: Fields = Fields::new();
+        let kind_value = match kind {
+            "url" => {
+                let url = expand(self, "url", value);
+                let code = match f.get("code") {
+                    None => {
+                        self.err(
+                            kind_at,
+                            format!("`url` {place} needs `code` (the expected HTTP status, e.g. `code: 200`)"),
+                        );
+                        None
+                    }
+                    Some((_, c)) => self.integer::<u16>(
+                        c,
+                        &field_what("code"),
+                        "an HTTP status code (100-599)",
+                        |v| (100..=599).contains(v),
+                    ),
+                };
+                url.zip(code)
+                    .map(|(url, code)| DependencyKind::Http { url, code })
+            }
+            "tcp" => expand(self, "tcp", value).map(|address| DependencyKind::Tcp { address }),
+            "path" => {
+                expand(self, "path", value).map(|p| DependencyKind::PathExists { path: p.into() })
+            }
+            "not_listening" => expand(self, "not_listening", value)
+                .map(|address| DependencyKind::NotListening { address }),
+            "not_exists" => expand(self, "not_exists", value)
+                .map(|p| DependencyKind::NotExists { path: p.into() }),
+            "not_running" => expand(self, "not_running", value)
+                .map(|pattern| DependencyKind::NotRunning { pattern }),
+            "process_exited" => self
+                .string(value, &field_what("process_exited"))
+                .map(|name| {
+                    if let Some(in_depends) = in_depends {
+                        exited.push(ExitedRef {
+                            name: name.clone(),
+                            at_value: loc(value),
+                            at_entry: at,
+                            in_depends,
+                        });
+                    }
+                    DependencyKind::ProcessExited { name }
+                }),
+            _ => {
+                let what = format!("`file_contains` in {place}");
+                let fm = self.mapping(value, &what, " with `path`, `format` and `key`")?;
+                let ff = self.fields(fm, FILE_CONTAINS_FIELDS, &what);
+                for opt in ["poll_interval", "timeout_seconds", "retry"] {
+                    if let Some(entry) = ff.get(opt) {
+                        if f.contains_key(opt) {
+                            self.err(
+                                entry.0,
+                                format!("`{opt}` is given both inside `file_contains` and on the entry, in {place}"),
+                            );
+                            ok = false;
+                        }
+                        inner_opts.insert(opt, *entry);
+                    }
+                }
+                let required = |cx: &mut Ctx, field: &str| -> Option<&Node> {
+                    let got = ff.get(field).map(|(_, v)| *v);
+                    if got.is_none() {
+                        cx.err(loc(value), format!("{what} needs `{field}`"));
+                    }
+                    got
+                };
+                let path =
+                    required(self, "path").and_then(|v| expand(self, "file_contains.path", v));
+                let format = required(self, "format").and_then(|v| {
+                    let s = self.string(v, &format!("`format` in {what}"))?;
+                    match s.as_str() {
+                        "json" => Some(FileFormat::Json),
+                        "yaml" => Some(FileFormat::Yaml),
+                        other => {
+                            self.err(
+                                loc(v),
+                                format!("unknown `format` `{other}` in {what}; expected `json` or `yaml`"),
+                            );
+                            None
+                        }
+                    }
+                });
+                let key = required(self, "key").and_then(|v| {
+                    let s = self.string(v, &format!("`key` in {what}"))?;
+                    match serde_json_path::JsonPath::parse(&s) {
+                        Ok(_) => Some(s),
+                        Err(e) => {
+                            self.err(loc(v), format!("invalid JSONPath `{s}` in {what}: {e}"));
+                            None
+                        }
+                    }
+                });
+                let env_name = match ff.get("env") {
+                    None => Some(None),
+                    Some((_, v)) => match self.string(v, &format!("`env` in {what}")) {
+                        Some(s) if is_env_name(&s) => Some(Some(s)),
+                        Some(s) => {
+                            self.err(
+                                loc(v),
+                                format!("`env` in {what} must be a variable name, got `{s}`"),
+                            );
+                            None
+                        }
+                        None => None,
+                    },
+                };
+                match (path, format, key, env_name) {
+                    (Some(path), Some(format), Some(key), Some(env)) => {
+                        Some(DependencyKind::FileContains {
+                            path: path.into(),
+                            format,
+                            key,
+                            env,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+        };
+
+        let opt = |name: &str| {
+            inner_opts
+                .get(name)
+                .or_else(|| f.get(name))
+                .map(|(_, v)| *v)
+        };
+        let mut poll_interval = DEFAULT_POLL;
+        if let Some(v) = opt("poll_interval") {
+            match self.duration(v, &field_what("poll_interval")) {
+                Some(d) if d.is_zero() => {
+                    self.err(
+                        loc(v),
+                        format!("{} must be greater than 0", field_what("poll_interval")),
+                    );
+                    ok = false;
+                }
+                Some(d) => poll_interval = d,
+                None => ok = false,
+            }
+        }
+        let mut timeout = DEFAULT_TIMEOUT;
+        if let Some(v) = opt("timeout_seconds") {
+            match self.duration(v, &field_what("timeout_seconds")) {
+                Some(d) => timeout = d,
+                None => ok = false,
+            }
+        }
+        let mut retry = true;
+        if let Some(v) = opt("retry") {
+            match self.boolean(v, &field_what("retry")) {
+                Some(b) => retry = b,
+                None => ok = false,
+            }
+        }
+        let kind = kind_value?;
+        ok.then_some(Dependency {
+            kind,
+            poll_interval,
+            timeout,
+            retry,
+            location: at,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn watch(
+        &mut self,
+        n: &Node,
+        index: usize,
+        process: &str,
+        owner: &str,
+        env: &BTreeMap<String, String>,
+        exited: &mut Vec<ExitedRef>,
+        spawns: &mut Vec<(String, Location, String)>,
+    ) -> Option<(Watch, Location)> {
+        let at = loc(n);
+        let what = format!("watch #{index} of {owner}");
+        let m = self.mapping(n, &what, " with at least `check`")?;
+        let f = self.fields(m, WATCH_FIELDS, &what);
+        let (name, name_at) = match f.get("name") {
+            None => (format!("{process}.watch-{index}"), at),
+            Some((_, v)) => (self.string(v, &format!("`name` in {what}"))?, loc(v)),
+        };
+        let what = format!("watch `{name}` of {owner}");
+        let check = match f.get("check") {
+            None => {
+                self.err(
+                    at,
+                    format!("{what} needs `check` (a dependency such as `url: ...` + `code: 200`)"),
+                );
+                None
+            }
+            Some((_, v)) => self.dependency(v, &what, env, Some(false), exited),
+        };
+        let mut ok = true;
+        let mut dur = |cx: &mut Ctx, field: &str, default: Duration| match f.get(field) {
+            None => default,
+            Some((_, v)) => cx
+                .duration(v, &format!("`{field}` in {what}"))
+                .unwrap_or_else(|| {
+                    ok = false;
+                    default
+                }),
+        };
+        let initial_delay = dur(self, "initial_delay", Duration::ZERO);
+        let poll_interval = dur(self, "poll_interval", DEFAULT_WATCH_POLL);
+        let failure_threshold = match f.get("failure_threshold") {
+            None => DEFAULT_FAILURE_THRESHOLD,
+            Some((_, v)) => self
+                .integer::<u32>(
+                    v,
+                    &format!("`failure_threshold` in {what}"),
+                    "a whole number of at least 1",
+                    |t| *t >= 1,
+                )
+                .unwrap_or_else(|| {
+                    ok = false;
+                    DEFAULT_FAILURE_THRESHOLD
+                }),
+        };
+        let expected = "`shutdown`, `log`, `debug` or `spawn: PROCESS`";
+        let on_fail = match f.get("on_fail") {
+            None => Some(OnFail::Shutdown),
+            Some((_, v)) => match v {
+                // 0.12's `debug` pauses for an interactive confirmation before shutting down;
+                // that pause belongs to the `--debug` flag here, so the action itself is a shutdown.
+                Node::Scalar(s) if matches!(s.as_str(), "shutdown" | "debug") => {
+                    Some(OnFail::Shutdown)
+                }
+                Node::Scalar(s) if s.as_str() == "log" => Some(OnFail::Log),
+                Node::Mapping(sm) if sm.len() == 1 && sm.get_node("spawn").is_some() => {
+                    let target = sm.get_node("spawn")?;
+                    let t = self.string(target, &format!("`spawn` in {what}"))?;
+                    spawns.push((t.clone(), loc(target), name.clone()));
+                    Some(OnFail::Spawn(t))
+                }
+                other => {
+                    let got = match other {
+                        Node::Scalar(s) => format!(
+                            "`{}`{}",
+                            s.as_str(),
+                            suggest(s.as_str(), ["shutdown", "log", "debug"])
+                        ),
+                        other => describe(other),
+                    };
+                    self.err(
+                        loc(other),
+                        format!("unknown `on_fail` action in {what}: {got}; expected {expected}"),
+                    );
+                    None
+                }
+            },
+        };
+        let watch = Watch {
+            name,
+            check: check?,
+            initial_delay,
+            poll_interval,
+            failure_threshold,
+            on_fail: on_fail?,
+        };
+        ok.then_some((watch, name_at))
+    }
+}
+
+trait LocationExt {
+    fn max_with(self, other: Location) -> Location;
+}
+
+impl LocationExt for Location {
+    /// An empty value has no useful position of its own; fall back to its key.
+    fn max_with(self, other: Location) -> Location {
+        if self.line == 0 { other } else { self }
+    }
+}
