@@ -247,18 +247,150 @@ fn loc(n: &Node) -> Location {
     }
 }
 
-/// Loads the YAML tree; on a duplicate key, reports it and reloads permissively so the rest of
-/// the file is still checked (marked-yaml stops at the first duplicate).
+/// First private-use character used to mask duplicate keys (see [`load_yaml`]).
+const MASK_BASE: u32 = 0xE000;
+const MAX_MASKED: u32 = 256;
+
+fn is_mask(c: char) -> bool {
+    (MASK_BASE..MASK_BASE + MAX_MASKED).contains(&u32::from(c))
+}
+
+/// Loads the YAML tree, reporting every duplicate key.
+///
+/// marked-yaml stops at the first duplicate, so each one found is reported and then masked in
+/// the source (its first character swapped for a private-use one, which keeps every position
+/// intact) and the load retried; masked entries are dropped from the final tree, so the first
+/// definition of a duplicated key is the one that is checked further.
 fn load_yaml(text: &str, cx: &mut Ctx) -> Option<Node> {
     if only_comments(text) {
         return None;
     }
-    let strict = LoaderOptions::default()
-        .error_on_duplicate_keys(true)
-        .prevent_coercion(true);
-    let mut root = load_tree(text, strict, cx)?;
-    locate_empty_values(&mut root);
-    Some(root)
+    check_single_document(text, cx);
+    let strict = || {
+        LoaderOptions::default()
+            .error_on_duplicate_keys(true)
+            .prevent_coercion(true)
+    };
+    let mut source: Option<Vec<char>> = None;
+    let mut masked = 0;
+    loop {
+        let current: String = match &source {
+            Some(chars) => chars.iter().collect(),
+            None => text.to_string(),
+        };
+        match marked_yaml::parse_yaml_with_options(0, &current, strict()) {
+            Ok(mut root) => {
+                if masked > 0 {
+                    drop_masked(&mut root);
+                }
+                locate_empty_values(&mut root);
+                return Some(root);
+            }
+            Err(LoadError::DuplicateKey(dup)) if masked < MAX_MASKED => {
+                report_duplicate(&current, &dup.prev_key, &dup.key, cx);
+                let chars = source.get_or_insert_with(|| text.chars().collect());
+                let start = dup.key.span().start().map(|m| m.character());
+                let target = start.map(|i| match chars.get(i) {
+                    Some('"' | '\'') => i + 1,
+                    _ => i,
+                });
+                match target.and_then(|i| chars.get_mut(i)) {
+                    Some(c) if *c != '\\' && *c != '"' && *c != '\'' => {
+                        *c = char::from_u32(MASK_BASE + masked).unwrap_or('\u{E000}');
+                        masked += 1;
+                    }
+                    _ => {
+                        let lenient = LoaderOptions::default().prevent_coercion(true);
+                        return match marked_yaml::parse_yaml_with_options(0, &current, lenient) {
+                            Ok(mut root) => {
+                                drop_masked(&mut root);
+                                locate_empty_values(&mut root);
+                                Some(root)
+                            }
+                            Err(e) => {
+                                report_load_error(e, cx);
+                                None
+                            }
+                        };
+                    }
+                }
+            }
+            Err(e) => {
+                report_load_error(e, cx);
+                return None;
+            }
+        }
+    }
+}
+
+fn drop_masked(node: &mut Node) {
+    match node {
+        Node::Mapping(m) => {
+            m.retain(|k, _| !k.as_str().starts_with(is_mask));
+            m.iter_mut().for_each(|(_, v)| drop_masked(v));
+        }
+        Node::Sequence(seq) => seq.iter_mut().for_each(drop_masked),
+        Node::Scalar(_) => {}
+    }
+}
+
+/// marked-yaml loads only the first document; anything after a later `---` would be silently
+/// ignored, so it is an error.
+fn check_single_document(text: &str, cx: &mut Ctx) {
+    let mut seen_content = false;
+    for (i, line) in text.lines().enumerate() {
+        let is_marker = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        if is_marker && seen_content {
+            let rest_has_content =
+                !only_comments(&text.lines().skip(i + 1).collect::<Vec<_>>().join("\n"));
+            if rest_has_content || line.len() > 3 && !line[3..].trim_start().starts_with('#') {
+                cx.err(
+                    Location { line: i + 1, column: 1 },
+                    "a second YAML document starts here; procman.yaml must be a single document (remove this `---`)",
+                );
+            }
+            return;
+        }
+        let t = line.trim();
+        if !(t.is_empty() || t.starts_with('#') || t.starts_with('%') || is_marker) {
+            seen_content = true;
+        }
+    }
+}
+
+fn report_duplicate(
+    source: &str,
+    prev_key: &MarkedScalarNode,
+    key: &MarkedScalarNode,
+    cx: &mut Ctx,
+) {
+    let lenient = LoaderOptions::default().prevent_coercion(true);
+    let tree = marked_yaml::parse_yaml_with_options(0, source, lenient).ok();
+    let top = tree.as_ref().and_then(Node::as_mapping);
+    let prev = span_loc(prev_key.span());
+    let at = span_loc(key.span());
+    let name = key.as_str();
+    let top_level = top.is_some_and(|m| {
+        m.keys()
+            .any(|k| k.as_str() == name && [prev, at].contains(&span_loc(k.span())))
+    });
+    let owner = top.and_then(|m| {
+        m.keys()
+            .filter(|k| !k.as_str().starts_with(is_mask))
+            .rfind(|k| span_loc(k.span()).line <= at.line)
+            .map(|k| k.as_str().to_string())
+    });
+    let message = match (top_level, owner) {
+        (true, _) | (false, None) => format!(
+            "duplicate process `{name}` (first defined at line {}:{}); rename one of them",
+            prev.line, prev.column
+        ),
+        (false, Some(owner)) => format!(
+            "duplicate key `{name}` in process `{owner}` (first given at line {}:{})",
+            prev.line, prev.column
+        ),
+    };
+    cx.err(at, message);
 }
 
 /// An empty value's own mark points at whatever follows it (often the next line); point it at
@@ -277,56 +409,6 @@ fn locate_empty_values(node: &mut Node) {
         }
         Node::Sequence(seq) => seq.iter_mut().for_each(locate_empty_values),
         Node::Scalar(_) => {}
-    }
-}
-
-fn load_tree(text: &str, strict: LoaderOptions, cx: &mut Ctx) -> Option<Node> {
-    match marked_yaml::parse_yaml_with_options(0, text, strict) {
-        Ok(node) => Some(node),
-        Err(LoadError::DuplicateKey(dup)) => {
-            let lenient = LoaderOptions::default().prevent_coercion(true);
-            let node = marked_yaml::parse_yaml_with_options(0, text, lenient);
-            let prev = span_loc(dup.prev_key.span());
-            let at = span_loc(dup.key.span());
-            let name = dup.key.as_str();
-            let top_level = node
-                .as_ref()
-                .ok()
-                .and_then(Node::as_mapping)
-                .map(|m| {
-                    m.keys()
-                        .any(|k| k.as_str() == name && span_loc(k.span()).column == at.column)
-                })
-                .unwrap_or(false)
-                && prev.column == at.column;
-            let owner = node.as_ref().ok().and_then(Node::as_mapping).and_then(|m| {
-                m.keys()
-                    .rfind(|k| span_loc(k.span()).line <= at.line)
-                    .map(|k| k.as_str().to_string())
-            });
-            let message = match (top_level, owner) {
-                (true, _) | (false, None) => format!(
-                    "duplicate process `{name}` (first defined at line {}:{}); rename one of them",
-                    prev.line, prev.column
-                ),
-                (false, Some(owner)) => format!(
-                    "duplicate key `{name}` in process `{owner}` (first given at line {}:{})",
-                    prev.line, prev.column
-                ),
-            };
-            cx.err(at, message);
-            match node {
-                Ok(node) => Some(node),
-                Err(e) => {
-                    report_load_error(e, cx);
-                    None
-                }
-            }
-        }
-        Err(e) => {
-            report_load_error(e, cx);
-            None
-        }
     }
 }
 
@@ -1730,6 +1812,39 @@ mod tests {
             5,
             &["duplicate key `A` in process `w`"],
         );
+    }
+
+    #[test]
+    fn every_duplicate_is_reported() {
+        let d = diags(
+            "é: {run: \"ü\", run: y}\nb: {run: x}\nb: {run: x, once: true, \"once\": false}\n",
+        );
+        let got: Vec<_> = d
+            .iter()
+            .map(|d| (d.line, d.column, d.message.as_str()))
+            .collect();
+        assert_eq!(got.len(), 3, "{d:#?}");
+        assert_eq!((got[0].0, got[0].1), (1, 15));
+        assert!(got[0].2.contains("duplicate key `run` in process `é`"));
+        assert_eq!((got[1].0, got[1].1), (3, 1));
+        assert!(got[1].2.contains("duplicate process `b`"));
+        assert_eq!((got[2].0, got[2].1), (3, 25));
+        assert!(got[2].2.contains("duplicate key `once` in process `b`"));
+    }
+
+    #[test]
+    fn unsupported_yaml_features() {
+        only_err(
+            "a:\n  run: x\n---\nb:\n  run: y\n",
+            3,
+            1,
+            &["second YAML document"],
+        );
+        ok("a:\n  run: x\n--- # trailing marker\n");
+        only_err("a: &x\n  run: y\nb: *x\n", 2, 6, &["anchors and aliases"]);
+        only_err("a: !!str x\n", 1, 10, &["tags"]);
+        only_err("? [a]\n: 1\n", 1, 3, &["keys must be plain strings"]);
+        only_err("a:\n\trun: x\n", 2, 2, &["invalid YAML", "tabs"]);
     }
 
     #[test]
