@@ -508,10 +508,6 @@ fn check_cross_references(parsed: &[Parsed], names: &BTreeSet<&str>, cx: &mut Ct
                 _ => {}
             }
         }
-        let mut watch_names: HashMap<&str, ()> = HashMap::new();
-        for w in &p.spec.watch {
-            watch_names.insert(w.name.as_str(), ());
-        }
         for (target, at, watch) in &p.spawns {
             match by_name.get(target.as_str()) {
                 None if !names.contains(target.as_str()) => cx.err(
