@@ -1,0 +1,143 @@
+//! `$VAR` / `${VAR}` expansion for dependency fields.
+
+use std::collections::BTreeMap;
+
+fn is_name_start(c: char) -> bool {
+    c == '_' || c.is_ascii_alphabetic()
+}
+
+fn is_name_char(c: char) -> bool {
+    c == '_' || c.is_ascii_alphanumeric()
+}
+
+/// Expands `$VAR` and `${VAR}` from `env`; `$$` is a literal `$`, and a `$` not followed by a
+/// name stays literal. Dependency fields are expanded once, at parse time, so that a typo in a
+/// variable name is reported before anything starts.
+///
+/// The error names the undefined (or malformed) variable.
+pub fn expand_vars(s: &str, env: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek().map(|&(_, c)| c) {
+            Some('$') => {
+                chars.next();
+                out.push('$');
+            }
+            Some('{') => {
+                chars.next();
+                let mut name = String::new();
+                let mut closed = false;
+                for (_, c) in chars.by_ref() {
+                    if c == '}' {
+                        closed = true;
+                        break;
+                    }
+                    name.push(c);
+                }
+                if !closed {
+                    return Err(format!(
+                        "unterminated `${{{name}`: expected `}}` (write `$$` for a literal `$`)"
+                    ));
+                }
+                let valid = name.chars().next().is_some_and(is_name_start)
+                    && name.chars().all(is_name_char);
+                if !valid {
+                    return Err(format!(
+                        "invalid variable name in `${{{name}}}` (names are letters, digits and `_`)"
+                    ));
+                }
+                match env.get(&name) {
+                    Some(v) => out.push_str(v),
+                    None => return Err(format!("undefined environment variable `{name}`")),
+                }
+            }
+            Some(c) if is_name_start(c) => {
+                let mut name = String::new();
+                while let Some(&(_, c)) = chars.peek() {
+                    if !is_name_char(c) {
+                        break;
+                    }
+                    name.push(c);
+                    chars.next();
+                }
+                match env.get(&name) {
+                    Some(v) => out.push_str(v),
+                    None => return Err(format!("undefined environment variable `{name}`")),
+                }
+            }
+            _ => out.push('$'),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> BTreeMap<String, String> {
+        [("HOME", "/home/u"), ("PORT", "8080"), ("A_B", "x")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn plain_text_unchanged() {
+        assert_eq!(expand_vars("http://x/y", &env()).unwrap(), "http://x/y");
+        assert_eq!(expand_vars("", &env()).unwrap(), "");
+    }
+
+    #[test]
+    fn simple_and_braced() {
+        assert_eq!(expand_vars("$HOME/f", &env()).unwrap(), "/home/u/f");
+        assert_eq!(expand_vars("h:${PORT}x", &env()).unwrap(), "h:8080x");
+        assert_eq!(expand_vars("$A_B$PORT", &env()).unwrap(), "x8080");
+    }
+
+    #[test]
+    fn name_stops_at_dot() {
+        assert_eq!(expand_vars("$A_B.txt", &env()).unwrap(), "x.txt");
+    }
+
+    #[test]
+    fn dollar_dollar_is_literal() {
+        assert_eq!(expand_vars("a$$HOME", &env()).unwrap(), "a$HOME");
+        assert_eq!(expand_vars("$$", &env()).unwrap(), "$");
+    }
+
+    #[test]
+    fn lone_and_trailing_dollar_stay() {
+        assert_eq!(expand_vars("cost $5", &env()).unwrap(), "cost $5");
+        assert_eq!(expand_vars("end$", &env()).unwrap(), "end$");
+        assert_eq!(expand_vars("$ x", &env()).unwrap(), "$ x");
+    }
+
+    #[test]
+    fn undefined_is_an_error_naming_it() {
+        let e = expand_vars("$NOPE/x", &env()).unwrap_err();
+        assert!(e.contains("`NOPE`"), "{e}");
+        let e = expand_vars("${MISSING}", &env()).unwrap_err();
+        assert!(e.contains("`MISSING`"), "{e}");
+    }
+
+    #[test]
+    fn malformed_braces() {
+        assert!(
+            expand_vars("${HOME", &env())
+                .unwrap_err()
+                .contains("unterminated")
+        );
+        assert!(expand_vars("${}", &env()).unwrap_err().contains("invalid"));
+        assert!(
+            expand_vars("${{ a.b }}", &env())
+                .unwrap_err()
+                .contains("invalid")
+        );
+    }
+}
