@@ -137,3 +137,6 @@ pub enum FailReason {
         reason: String,
     },
 }
+
+#[cfg(test)]
+mod tests;
