@@ -219,6 +219,48 @@ async fn http_times_out_with_the_last_status() {
     assert!((2..=4).contains(&checks), "{checks} checks in 300ms");
 }
 
+/// Answers 503 to everything, the first answer only after `first_delay`; records arrivals.
+async fn slow_first_server(first_delay: Duration) -> (String, Arc<Mutex<Vec<Instant>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let seen = arrivals.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let first = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(Instant::now());
+                seen.len() == 1
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                if first {
+                    tokio::time::sleep(first_delay).await;
+                }
+                let response = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (format!("http://{addr}/"), arrivals)
+}
+
+#[tokio::test]
+async fn checks_start_poll_interval_apart_even_after_a_slow_check() {
+    let (url, arrivals) = slow_first_server(Duration::from_millis(400)).await;
+    let mut d = timeout(dep(http(&url, 200)), 900);
+    d.poll_interval = Duration::from_millis(100);
+    assert_timed_out(&run(&[d]).await, 900);
+    let arrivals = arrivals.lock().unwrap();
+    assert!(arrivals.len() >= 3, "{} checks", arrivals.len());
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_millis(90), "checks {gap:?} apart");
+    }
+}
+
 #[tokio::test]
 async fn http_without_retry_fails_at_once() {
     let (url, count) = http_server(usize::MAX).await;

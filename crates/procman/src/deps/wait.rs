@@ -105,8 +105,8 @@ async fn poll(
     let deadline = started + dep.timeout;
     let interval = dep.poll_interval.max(MIN_POLL);
     let mut last: Option<String> = None;
-    let mut attempt_at = started;
     loop {
+        let checked_at = Instant::now();
         let result = if last.is_none() {
             Some(check(dep, &prepared, exits).await)
         } else {
@@ -130,12 +130,12 @@ async fn poll(
             }
             None => return Err((FailReason::TimedOut(dep.timeout), last)),
         }
-        attempt_at += interval;
-        if attempt_at >= deadline {
+        let next = checked_at + interval;
+        if next >= deadline || Instant::now() >= deadline {
             sleep_until(deadline).await;
             return Err((FailReason::TimedOut(dep.timeout), last));
         }
-        sleep_until(attempt_at).await;
+        sleep_until(next).await;
     }
 }
 
