@@ -11,6 +11,8 @@ mod color;
 mod lines;
 mod logdir;
 mod terminal;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
