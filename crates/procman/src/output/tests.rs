@@ -1,5 +1,4 @@
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -52,8 +51,9 @@ fn output(color: ColorChoice, is_tty: bool, log_dir: Option<&Path>) -> (Output, 
 
 /// Feeds `chunks` through a real pipe from another thread into `capture`.
 fn capture(out: &Output, name: &str, chunks: Vec<Vec<u8>>) -> u64 {
-    let (reader, mut writer) = io::pipe().expect("pipe");
-    let handle = out.capture(name, OwnedFd::from(reader));
+    let (reader, writer) = rustix::pipe::pipe().expect("pipe");
+    let mut writer = fs::File::from(writer);
+    let handle = out.capture(name, reader);
     let writer = thread::spawn(move || {
         for chunk in chunks {
             writer.write_all(&chunk).expect("write");
@@ -231,10 +231,10 @@ fn many_writers_lose_nothing() {
     let mut readers = Vec::new();
     let mut writers = Vec::new();
     for (w, name) in names.iter().enumerate() {
-        let (reader, writer) = io::pipe().expect("pipe");
-        readers.push(out.capture(name, OwnedFd::from(reader)));
+        let (reader, writer) = rustix::pipe::pipe().expect("pipe");
+        readers.push(out.capture(name, reader));
         writers.push(thread::spawn(move || {
-            let mut writer = io::BufWriter::new(writer);
+            let mut writer = io::BufWriter::new(fs::File::from(writer));
             for i in 0..LINES {
                 writeln!(writer, "{w}:{i}").expect("write");
             }
