@@ -26,22 +26,41 @@ fn main() {
     if let Some(old) = std::env::var_os("PROCMAN012_BIN") {
         let shim = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/bin/bash", shim.path().join("sh")).unwrap();
-        report("procman 0.12", &throughput(Path::new(&old), lines, runs, Some(shim.path())));
+        report(
+            "procman 0.12",
+            &throughput(Path::new(&old), lines, runs, Some(shim.path())),
+        );
     }
 
-    let mut latencies: Vec<f64> = (0..if full { 30 } else { 3 }).map(|_| exec_latency(&ours)).collect();
+    let mut latencies: Vec<f64> = (0..if full { 30 } else { 3 })
+        .map(|_| exec_latency(&ours))
+        .collect();
     latencies.sort_by(f64::total_cmp);
-    println!("run → first command of the process: median {:.2} ms (of {})", median(&latencies), latencies.len());
+    println!(
+        "run → first command of the process: median {:.2} ms (of {})",
+        median(&latencies),
+        latencies.len()
+    );
 
-    let idle_for = if full { Duration::from_secs(10) } else { Duration::from_millis(500) };
+    let idle_for = if full {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_millis(500)
+    };
     let (switches, rss_kib) = idle(&ours, idle_for);
-    println!("idle, 10 children, {idle_for:?}: {switches} context switches in the supervisor, RSS {rss_kib} KiB");
+    println!(
+        "idle, 10 children, {idle_for:?}: {switches} context switches in the supervisor, RSS {rss_kib} KiB"
+    );
 }
 
 fn report(what: &str, rates: &[f64]) {
     let mut sorted = rates.to_vec();
     sorted.sort_by(f64::total_cmp);
-    println!("{what}: median {:.0} lines/s (runs: {:?})", median(&sorted), sorted.iter().map(|r| *r as u64).collect::<Vec<_>>());
+    println!(
+        "{what}: median {:.0} lines/s (runs: {:?})",
+        median(&sorted),
+        sorted.iter().map(|r| *r as u64).collect::<Vec<_>>()
+    );
 }
 
 fn median(sorted: &[f64]) -> f64 {
@@ -59,9 +78,20 @@ fn throughput(bin: &Path, lines: u64, runs: usize, shim: Option<&Path>) -> Vec<f
     (0..runs)
         .map(|_| {
             let mut cmd = Command::new(bin);
-            cmd.arg("run").current_dir(dir.path()).env("NO_COLOR", "1").stdout(Stdio::piped()).stderr(Stdio::null());
+            cmd.arg("run")
+                .current_dir(dir.path())
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
             if let Some(shim) = shim {
-                cmd.env("PATH", format!("{}:{}", shim.display(), std::env::var("PATH").unwrap_or_default()));
+                cmd.env(
+                    "PATH",
+                    format!(
+                        "{}:{}",
+                        shim.display(),
+                        std::env::var("PATH").unwrap_or_default()
+                    ),
+                );
             }
             let began = Instant::now();
             let mut child = cmd.spawn().unwrap();
@@ -86,7 +116,10 @@ fn exec_latency(bin: &Path) -> f64 {
     let stamp = dir.path().join("stamp");
     std::fs::write(
         dir.path().join("procman.yaml"),
-        format!("p:\n  run: echo $EPOCHREALTIME > {}\n  once: true\n", stamp.display()),
+        format!(
+            "p:\n  run: echo $EPOCHREALTIME > {}\n  once: true\n",
+            stamp.display()
+        ),
     )
     .unwrap();
     let began = now_secs();
@@ -97,12 +130,19 @@ fn exec_latency(bin: &Path) -> f64 {
         .status()
         .unwrap();
     assert!(status.success());
-    let ran: f64 = std::fs::read_to_string(&stamp).unwrap().trim().parse().unwrap();
+    let ran: f64 = std::fs::read_to_string(&stamp)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     (ran - began) * 1000.0
 }
 
 fn now_secs() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// Context switches of every supervisor thread over `window`, and its RSS.
@@ -137,7 +177,8 @@ fn switches(pid: u32) -> u64 {
         .filter_map(Result::ok)
         .map(|t| {
             let status = t.path().join("status");
-            status_field(&status, "voluntary_ctxt_switches:") + status_field(&status, "nonvoluntary_ctxt_switches:")
+            status_field(&status, "voluntary_ctxt_switches:")
+                + status_field(&status, "nonvoluntary_ctxt_switches:")
         })
         .sum()
 }
@@ -159,6 +200,9 @@ fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
         .unwrap_or_default()
 }

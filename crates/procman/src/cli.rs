@@ -64,7 +64,9 @@ fn parse_env_pair(arg: &str) -> Result<(String, String), String> {
         .split_once('=')
         .ok_or_else(|| format!("expected KEY=VALUE, got {arg:?}"))?;
     if key.is_empty() || key.contains('\0') || value.contains('\0') {
-        return Err(format!("invalid environment variable {arg:?}: the key must be non-empty"));
+        return Err(format!(
+            "invalid environment variable {arg:?}: the key must be non-empty"
+        ));
     }
     Ok((key.to_owned(), value.to_owned()))
 }
@@ -116,8 +118,11 @@ fn run(args: RunArgs) -> Result<i32> {
     }
     // Before any thread exists: the guardian is forked from a single-threaded process.
     let lifeline = Arc::new(Lifeline::start().context("starting the lifeline guardian")?);
-    let output = Output::stdout(OutputConfig { log_dir: Some(args.log_dir.clone()), color: ColorChoice::Auto })
-        .with_context(|| format!("preparing the log directory {}", args.log_dir.display()))?;
+    let output = Output::stdout(OutputConfig {
+        log_dir: Some(args.log_dir.clone()),
+        color: ColorChoice::Auto,
+    })
+    .with_context(|| format!("preparing the log directory {}", args.log_dir.display()))?;
     for process in &config.processes {
         output.register(&process.name).ok();
     }
@@ -125,6 +130,10 @@ fn run(args: RunArgs) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let options = supervisor::Options { extra_env, log_dir: args.log_dir, debug: args.debug };
+    let options = supervisor::Options {
+        extra_env,
+        log_dir: args.log_dir,
+        debug: args.debug,
+    };
     Ok(runtime.block_on(supervisor::run(config, options, output, lifeline)))
 }

@@ -33,7 +33,10 @@ greet:
     );
     let (status, out, err) = sb.run(&[], T);
     assert_eq!(status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
-    assert!(out.contains("greet | got [hello from setup] and [hello from setup]"), "{out}");
+    assert!(
+        out.contains("greet | got [hello from setup] and [hello from setup]"),
+        "{out}"
+    );
     let log = std::fs::read_to_string(sb.file("procman-logs/greet.log")).unwrap();
     assert_eq!(log, "got [hello from setup] and [hello from setup]\n");
     let combined = std::fs::read_to_string(sb.file("procman-logs/procman.log")).unwrap();
@@ -42,9 +45,9 @@ greet:
 
 #[test]
 fn failing_once_job_sets_exit_code_and_stops_the_rest() {
-    let m = marker("longrunner");
+    let m = common::unique_sleep();
     let sb = Sandbox::new(&format!(
-        "web:\n  run: exec sleep 1000 # {m}\nbroken:\n  run: exit 3\n  once: true\n"
+        "web:\n  run: exec sleep {m}\nbroken:\n  run: exit 3\n  once: true\n"
     ));
     let (status, out, _) = sb.run(&[], T);
     assert_eq!(status.code(), Some(3), "{out}");
@@ -55,11 +58,16 @@ fn failing_once_job_sets_exit_code_and_stops_the_rest() {
 
 #[test]
 fn pipelines_run_under_pipefail_not_the_dash_failure() {
-    let sb = Sandbox::new("p:\n  run: |\n    echo one | cat\n    false | true\n    echo unreachable\n  once: true\n");
+    let sb = Sandbox::new(
+        "p:\n  run: |\n    echo one | cat\n    false | true\n    echo unreachable\n  once: true\n",
+    );
     let (status, out, _) = sb.run(&[], T);
     assert!(!out.contains("Illegal option"), "{out}");
     assert!(out.contains("p | one"), "{out}");
-    assert!(!out.contains("unreachable"), "pipefail must stop the script: {out}");
+    assert!(
+        !out.contains("unreachable"),
+        "pipefail must stop the script: {out}"
+    );
     assert_eq!(status.code(), Some(1));
 }
 
@@ -78,16 +86,29 @@ fn without_bash_a_posix_shell_runs_the_script() {
 }
 
 fn which(tool: &str) -> String {
-    let out = std::process::Command::new("bash").args(["-c", &format!("command -v {tool}")]).output().unwrap();
+    let out = std::process::Command::new("bash")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 trait RunWithEnv {
-    fn run_with_env(&self, args: &[&str], key: &str, value: &str) -> (std::process::ExitStatus, String, String);
+    fn run_with_env(
+        &self,
+        args: &[&str],
+        key: &str,
+        value: &str,
+    ) -> (std::process::ExitStatus, String, String);
 }
 
 impl RunWithEnv for Sandbox {
-    fn run_with_env(&self, args: &[&str], key: &str, value: &str) -> (std::process::ExitStatus, String, String) {
+    fn run_with_env(
+        &self,
+        args: &[&str],
+        key: &str,
+        value: &str,
+    ) -> (std::process::ExitStatus, String, String) {
         let mut cmd = self.command(args);
         cmd.env(key, value);
         let mut running = common::Running::start(cmd);
@@ -102,23 +123,35 @@ fn env_precedence_system_then_flags_then_process_env() {
         "p:\n  env:\n    C: from-yaml\n  run: echo \"A=$A B=$B C=$C\"\n  once: true\n",
     );
     let mut cmd = sb.command(&["run", "-e", "B=from-flag", "-e", "C=from-flag"]);
-    cmd.env("A", "from-system").env("B", "from-system").env("C", "from-system");
+    cmd.env("A", "from-system")
+        .env("B", "from-system")
+        .env("C", "from-system");
     let mut running = common::Running::start(cmd);
     assert_eq!(running.wait(T).code(), Some(0));
-    assert!(running.stdout_text().contains("A=from-system B=from-flag C=from-yaml"), "{}", running.stdout_text());
+    assert!(
+        running
+            .stdout_text()
+            .contains("A=from-system B=from-flag C=from-yaml"),
+        "{}",
+        running.stdout_text()
+    );
 }
 
 #[test]
 fn sigkilled_supervisor_leaves_no_orphans() {
-    let m = marker("orphan");
+    let m = common::unique_sleep();
     let sb = Sandbox::new(&format!(
-        "a:\n  run: bash -c 'sleep 1000 & sleep 1000; : {m}'\nb:\n  run: sleep 1000 & sleep 1000 # {m}\n"
+        "a:\n  run: \"bash -c 'sleep {m} & sleep {m}'\"\nb:\n  run: \"sleep {m} & sleep {m}\"\n"
     ));
     let running = sb.spawn(&[]);
     running.wait_for("a [", T);
     running.wait_for("b [", T);
-    assert!(eventually(T, || processes_matching(&m).len() >= 2), "children not running");
-    assert!(eventually(T, || processes_matching("sleep 1000").len() >= 4));
+    // Four sleeps (two of them grandchildren behind an inner bash), plus the shells.
+    assert!(
+        eventually(T, || processes_matching(&format!("^sleep {m}")).len() == 4),
+        "children not running: {:?}",
+        processes_matching(&m)
+    );
     running.signal(libc::SIGKILL);
     // Every group must be gone within 1 s of the supervisor's death.
     assert!(
@@ -157,8 +190,15 @@ fn second_ctrl_c_kills_at_once() {
     running.signal(libc::SIGINT);
     // Far below the 60 s stop_timeout.
     running.wait(Duration::from_secs(10));
-    assert!(running.stdout_text().contains("second interrupt"), "{}", running.stdout_text());
-    assert!(eventually(Duration::from_secs(2), || processes_matching(&m).is_empty()));
+    assert!(
+        running.stdout_text().contains("second interrupt"),
+        "{}",
+        running.stdout_text()
+    );
+    assert!(eventually(Duration::from_secs(2), || processes_matching(
+        &m
+    )
+    .is_empty()));
 }
 
 #[test]
@@ -170,9 +210,18 @@ fn exiting_long_runner_stops_the_others_in_reverse_start_order() {
     let (status, out, _) = sb.run(&[], T);
     assert_eq!(status.code(), Some(7), "{out}");
     let lines: Vec<String> = out.lines().map(str::to_owned).collect();
-    let killed_second = lines.iter().rposition(|l| l.contains("second [") && l.contains("SIGTERM")).expect(&out);
-    let killed_first = lines.iter().rposition(|l| l.contains("first [") && l.contains("SIGTERM")).expect(&out);
-    assert!(killed_second < killed_first, "second started later, so it stops first:\n{out}");
+    let killed_second = lines
+        .iter()
+        .rposition(|l| l.contains("second [") && l.contains("SIGTERM"))
+        .expect(&out);
+    let killed_first = lines
+        .iter()
+        .rposition(|l| l.contains("first [") && l.contains("SIGTERM"))
+        .expect(&out);
+    assert!(
+        killed_second < killed_first,
+        "second started later, so it stops first:\n{out}"
+    );
 }
 
 #[test]
@@ -243,7 +292,10 @@ fn for_each_fans_out_and_gates_dependents() {
         assert!(out.contains(&format!("nodes-{i} | node {n}.yaml")), "{out}");
     }
     let lines: Vec<String> = out.lines().map(str::to_owned).collect();
-    let last_node = lines.iter().rposition(|l| l.contains("nodes-") && l.contains("completed")).unwrap();
+    let last_node = lines
+        .iter()
+        .rposition(|l| l.contains("nodes-") && l.contains("completed"))
+        .unwrap();
     assert!(last_node < pos(&lines, "deploy ["), "{out}");
 }
 
@@ -279,7 +331,10 @@ fn cycle_is_rejected_before_anything_starts() {
     ));
     let (status, out, err) = sb.run(&[], T);
     assert_eq!(status.code(), Some(1));
-    assert!(err.contains("a -> b -> a") || err.contains("b -> a -> b"), "{err}");
+    assert!(
+        err.contains("a -> b -> a") || err.contains("b -> a -> b"),
+        "{err}"
+    );
     assert!(!out.contains(&m));
 }
 
@@ -293,5 +348,11 @@ fn cwd_is_relative_to_the_config_file() {
     let mut running = common::Running::start(cmd);
     assert_eq!(running.wait(T).code(), Some(0));
     let expected = std::fs::canonicalize(sb.file("sub")).unwrap();
-    assert!(running.stdout_text().contains(&format!("p | {}", expected.display())), "{}", running.stdout_text());
+    assert!(
+        running
+            .stdout_text()
+            .contains(&format!("p | {}", expected.display())),
+        "{}",
+        running.stdout_text()
+    );
 }

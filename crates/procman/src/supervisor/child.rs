@@ -27,8 +27,14 @@ impl Shell {
     /// bash from `PATH` if present, else `/bin/sh`.
     pub fn detect() -> Shell {
         match find_in_path("bash") {
-            Some(bash) => Shell { program: bash, flags: &["-e", "-u", "-o", "pipefail", "-c"] },
-            None => Shell { program: PathBuf::from("/bin/sh"), flags: &["-e", "-u", "-c"] },
+            Some(bash) => Shell {
+                program: bash,
+                flags: &["-e", "-u", "-o", "pipefail", "-c"],
+            },
+            None => Shell {
+                program: PathBuf::from("/bin/sh"),
+                flags: &["-e", "-u", "-c"],
+            },
         }
     }
 
@@ -43,7 +49,10 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
-        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// What to start.
@@ -96,8 +105,18 @@ impl Child {
         let pid = Pid::from_raw(child.id() as i32).ok_or_else(|| io::Error::other("pid 0"))?;
         // Not reaped yet, so the pid cannot have been reused.
         let pidfd = pidfd_open(pid, PidfdFlags::NONBLOCK)?;
-        let exited = Arc::new(AsyncFd::with_interest(pidfd, tokio::io::Interest::READABLE)?);
-        Ok((Child { child, exited, started: Instant::now() }, read_end))
+        // SAFETY: the OwnedFd stays open and unchanged inside the AsyncFd until it drops.
+        let exited =
+            unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?;
+        Ok((
+            Child {
+                child,
+                exited: Arc::new(exited),
+                started: Instant::now(),
+            },
+            read_end,
+        ))
     }
 
     /// Process id (and process group id).

@@ -32,7 +32,9 @@ impl Lifeline {
             guardian(read_end);
         }
         drop(read_end);
-        Ok(Lifeline { pipe: Mutex::new(std::fs::File::from(write_end)) })
+        Ok(Lifeline {
+            pipe: Mutex::new(std::fs::File::from(write_end)),
+        })
     }
 
     /// Asks the guardian to SIGKILL process group `pgid` if the supervisor dies.
@@ -83,7 +85,8 @@ fn guardian(pipe: OwnedFd) -> ! {
         unsafe { libc::_exit(1) }
     }
     // SAFETY: fd 3 holds the pipe's read end and nothing else owns it.
-    let mut pipe = std::fs::File::from(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) });
+    let mut pipe =
+        std::fs::File::from(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) });
     let mut groups: Vec<i32> = Vec::new();
     let mut buf = [0u8; 4];
     while pipe.read_exact(&mut buf).is_ok() {

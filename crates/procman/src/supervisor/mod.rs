@@ -47,11 +47,28 @@ enum Stop {
 }
 
 enum Event {
-    Exited { name: String },
-    Ready { name: String, env: BTreeMap<String, String> },
-    DependencyFailed { name: String, message: String },
-    Waiting { name: String, dependency: Option<String> },
-    WatchFailed { process: String, watch: String, action: OnFail, failures: u32, check: String },
+    Exited {
+        name: String,
+    },
+    Ready {
+        name: String,
+        env: BTreeMap<String, String>,
+    },
+    DependencyFailed {
+        name: String,
+        message: String,
+    },
+    Waiting {
+        name: String,
+        dependency: Option<String>,
+    },
+    WatchFailed {
+        process: String,
+        watch: String,
+        action: OnFail,
+        failures: u32,
+        check: String,
+    },
     Signal(i32),
 }
 
@@ -113,14 +130,17 @@ impl Supervisor {
     async fn main(&mut self, mut inbox: mpsc::UnboundedReceiver<Event>) -> i32 {
         self.forward_signals();
         let count = self.config.processes.iter().filter(|p| p.autostart).count();
-        self.output.procman(&format!("started with {count} process(es), mode=run"));
+        self.output
+            .procman(&format!("started with {count} process(es), mode=run"));
         let stop = match self.start_all() {
             Err(stop) => stop,
             Ok(()) => loop {
                 if let Some(stop) = self.finished() {
                     break stop;
                 }
-                let Some(event) = inbox.recv().await else { break Stop::Finished };
+                let Some(event) = inbox.recv().await else {
+                    break Stop::Finished;
+                };
                 if let Some(stop) = self.handle(event) {
                     break stop;
                 }
@@ -132,7 +152,9 @@ impl Supervisor {
     fn forward_signals(&self) {
         use tokio::signal::unix::{SignalKind, signal};
         for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
-            let Ok(mut stream) = signal(kind) else { continue };
+            let Ok(mut stream) = signal(kind) else {
+                continue;
+            };
             let events = self.events.clone();
             tokio::spawn(async move {
                 while stream.recv().await.is_some() {
@@ -150,7 +172,13 @@ impl Supervisor {
             // Stale outputs of a previous run must not satisfy this run's templates.
             let _ = std::fs::remove_file(self.output_file(&spec.name));
             if !spec.autostart {
-                self.procs.push(Proc { spec, group: None, state: State::Dormant, tasks: vec![], started_seq: 0 });
+                self.procs.push(Proc {
+                    spec,
+                    group: None,
+                    state: State::Dormant,
+                    tasks: vec![],
+                    started_seq: 0,
+                });
                 continue;
             }
             for (instance, group) in self.expand(&spec)? {
@@ -168,17 +196,29 @@ impl Supervisor {
         let pattern = if std::path::Path::new(&for_each.glob).is_absolute() {
             for_each.glob.clone()
         } else {
-            self.config.dir.join(&for_each.glob).to_string_lossy().into_owned()
+            self.config
+                .dir
+                .join(&for_each.glob)
+                .to_string_lossy()
+                .into_owned()
         };
         let fail = |reason: String| Stop::Failure { reason, code: 1 };
         let mut matches: Vec<String> = glob::glob(&pattern)
-            .map_err(|e| fail(format!("{}: invalid for_each glob {pattern:?}: {e}", spec.name)))?
+            .map_err(|e| {
+                fail(format!(
+                    "{}: invalid for_each glob {pattern:?}: {e}",
+                    spec.name
+                ))
+            })?
             .filter_map(Result::ok)
             .map(|p| p.to_string_lossy().into_owned())
             .collect();
         matches.sort();
         if matches.is_empty() {
-            return Err(fail(format!("{}: for_each glob {pattern:?} matched no files", spec.name)));
+            return Err(fail(format!(
+                "{}: for_each glob {pattern:?} matched no files",
+                spec.name
+            )));
         }
         let var = &for_each.var;
         Ok(matches
@@ -188,7 +228,10 @@ impl Supervisor {
                 let mut instance = spec.clone();
                 instance.name = format!("{}-{i}", spec.name);
                 instance.for_each = None;
-                instance.run = instance.run.replace(&format!("${{{var}}}"), &path).replace(&format!("${var}"), &path);
+                instance.run = instance
+                    .run
+                    .replace(&format!("${{{var}}}"), &path)
+                    .replace(&format!("${var}"), &path);
                 instance.env.insert(var.clone(), path);
                 (instance, Some(spec.name.clone()))
             })
@@ -196,11 +239,22 @@ impl Supervisor {
     }
 
     /// Adds a process: spawns it now if it has no dependencies, else starts its waiter.
-    fn add(&mut self, spec: ProcessSpec, group: Option<String>, extra_env: BTreeMap<String, String>) {
+    fn add(
+        &mut self,
+        spec: ProcessSpec,
+        group: Option<String>,
+        extra_env: BTreeMap<String, String>,
+    ) {
         let _ = self.output.register(&spec.name);
         let index = self.procs.len();
         let has_deps = !spec.depends.is_empty();
-        self.procs.push(Proc { spec, group, state: State::Waiting, tasks: vec![], started_seq: 0 });
+        self.procs.push(Proc {
+            spec,
+            group,
+            state: State::Waiting,
+            tasks: vec![],
+            started_seq: 0,
+        });
         if has_deps {
             self.start_waiter(index);
         } else {
@@ -221,19 +275,32 @@ impl Supervisor {
                 let name = name.clone();
                 move |progress: Progress<'_>| match progress {
                     Progress::Waiting { dependency } => {
-                        let _ = events.send(Event::Waiting { name: name.clone(), dependency: Some(dependency.to_owned()) });
+                        let _ = events.send(Event::Waiting {
+                            name: name.clone(),
+                            dependency: Some(dependency.to_owned()),
+                        });
                     }
                     Progress::NotReady { dependency, reason } => {
-                        output.procman(&format!("{name}: dependency not ready: {dependency} ({reason})"));
+                        output.procman(&format!(
+                            "{name}: dependency not ready: {dependency} ({reason})"
+                        ));
                     }
-                    Progress::Satisfied { dependency, remaining } => {
-                        output.procman(&format!("{name}: dependency satisfied: {dependency} ({remaining} remaining)"));
+                    Progress::Satisfied {
+                        dependency,
+                        remaining,
+                    } => {
+                        output.procman(&format!(
+                            "{name}: dependency satisfied: {dependency} ({remaining} remaining)"
+                        ));
                     }
                 }
             };
             let event = match deps::wait_for_all(&name, &spec.depends, board, &report).await {
                 Ok(env) => Event::Ready { name, env },
-                Err(failure) => Event::DependencyFailed { name, message: failure.to_string() },
+                Err(failure) => Event::DependencyFailed {
+                    name,
+                    message: failure.to_string(),
+                },
             };
             let _ = events.send(event);
         });
@@ -247,7 +314,11 @@ impl Supervisor {
         let name = spec.name.clone();
         let prepared = self.prepare(&spec, extra_env);
         let spawned = prepared.and_then(|(script, env)| {
-            let launch = Launch { script: &script, env: &env, cwd: spec.cwd.as_deref() };
+            let launch = Launch {
+                script: &script,
+                env: &env,
+                cwd: spec.cwd.as_deref(),
+            };
             Child::spawn(&self.shell, &launch).map_err(|e| format!("cannot start: {e}"))
         });
         let (child, pipe) = match spawned {
@@ -271,7 +342,11 @@ impl Supervisor {
                 exited.wait().await;
                 // Let the capture drain what the process wrote before we report its exit,
                 // without waiting on descendants that keep the pipe open.
-                let _ = tokio::time::timeout(Duration::from_millis(200), tokio::task::spawn_blocking(move || capture.join())).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(200),
+                    tokio::task::spawn_blocking(move || capture.join()),
+                )
+                .await;
                 let _ = events.send(Event::Exited { name });
             }
         });
@@ -288,7 +363,11 @@ impl Supervisor {
     }
 
     /// The script and environment of a process, with templates resolved.
-    fn prepare(&self, spec: &ProcessSpec, extra_env: BTreeMap<String, String>) -> Result<(String, BTreeMap<String, String>), String> {
+    fn prepare(
+        &self,
+        spec: &ProcessSpec,
+        extra_env: BTreeMap<String, String>,
+    ) -> Result<(String, BTreeMap<String, String>), String> {
         let lookup = |process: &str, key: &str| {
             std::fs::read_to_string(self.output_file(process))
                 .ok()
@@ -299,13 +378,17 @@ impl Supervisor {
             env.insert(key.clone(), template::resolve(value, lookup)?);
         }
         env.extend(extra_env);
-        env.insert("PROCMAN_OUTPUT".into(), self.output_file(&spec.name).to_string_lossy().into_owned());
+        env.insert(
+            "PROCMAN_OUTPUT".into(),
+            self.output_file(&spec.name).to_string_lossy().into_owned(),
+        );
         let script = template::resolve(&spec.run, lookup)?;
         Ok((script, env))
     }
 
     fn output_file(&self, name: &str) -> PathBuf {
-        let dir = std::path::absolute(&self.options.log_dir).unwrap_or_else(|_| self.options.log_dir.clone());
+        let dir = std::path::absolute(&self.options.log_dir)
+            .unwrap_or_else(|_| self.options.log_dir.clone());
         dir.join(format!("{name}.output"))
     }
 
@@ -355,7 +438,8 @@ impl Supervisor {
                 if !matches!(self.procs[index].state, State::Waiting) {
                     return None;
                 }
-                self.output.procman(&format!("{name}: all dependencies satisfied, starting"));
+                self.output
+                    .procman(&format!("{name}: all dependencies satisfied, starting"));
                 self.launch(index, env)
             }
             Event::DependencyFailed { name, message } => {
@@ -364,14 +448,15 @@ impl Supervisor {
                     self.procs[index].state = State::Exited;
                 }
                 self.output.procman(&message);
-                Some(Stop::Failure { reason: message, code: 1 })
+                Some(Stop::Failure {
+                    reason: message,
+                    code: 1,
+                })
             }
             Event::Waiting { name, dependency } => {
                 match dependency {
                     Some(dep) => {
-                        if !self.output.is_tty() {
-                            self.output.procman(&format!("{name}: waiting for {dep}"));
-                        }
+                        self.output.procman(&format!("{name}: waiting for {dep}"));
                         self.waiting.insert(name, dep);
                     }
                     None => {
@@ -381,12 +466,22 @@ impl Supervisor {
                 self.show_waiting();
                 None
             }
-            Event::WatchFailed { process, watch, action, failures, check } => {
-                let what = format!("{process}: watch {watch} failed {failures} time(s) in a row: {check}");
+            Event::WatchFailed {
+                process,
+                watch,
+                action,
+                failures,
+                check,
+            } => {
+                let what =
+                    format!("{process}: watch {watch} failed {failures} time(s) in a row: {check}");
                 match action {
                     OnFail::Shutdown => {
                         self.output.procman(&what);
-                        Some(Stop::Failure { reason: what, code: 1 })
+                        Some(Stop::Failure {
+                            reason: what,
+                            code: 1,
+                        })
                     }
                     OnFail::Log => {
                         self.output.procman(&what);
@@ -405,8 +500,14 @@ impl Supervisor {
                 }
             }
             Event::Signal(sig) => {
-                let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
-                Some(Stop::Requested { reason: format!("received {name}") })
+                let name = if sig == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                Some(Stop::Requested {
+                    reason: format!("received {name}"),
+                })
             }
         }
     }
@@ -416,7 +517,8 @@ impl Supervisor {
         let index = self.index_of(name)?;
         match self.procs[index].state {
             State::Running(_) | State::Waiting => {
-                self.output.procman(&format!("{name}: already running, not starting another"));
+                self.output
+                    .procman(&format!("{name}: already running, not starting another"));
                 None
             }
             State::Dormant | State::Exited => {
@@ -439,15 +541,22 @@ impl Supervisor {
         if self.waiting.is_empty() {
             self.output.set_status(None);
         } else {
-            let list: Vec<String> = self.waiting.iter().map(|(n, d)| format!("{n} → {d}")).collect();
-            self.output.set_status(Some(format!("waiting: {}", list.join(", "))));
+            let list: Vec<String> = self
+                .waiting
+                .iter()
+                .map(|(n, d)| format!("{n} → {d}"))
+                .collect();
+            self.output
+                .set_status(Some(format!("waiting: {}", list.join(", "))));
         }
     }
 
     fn on_exit(&mut self, name: &str) -> Option<Stop> {
         let index = self.index_of(name)?;
         let proc = &mut self.procs[index];
-        let State::Running(child) = &mut proc.state else { return None };
+        let State::Running(child) = &mut proc.state else {
+            return None;
+        };
         let status = child.try_reap()?;
         let pid = child.pid();
         let elapsed = child.started.elapsed().as_secs_f64();
@@ -458,7 +567,8 @@ impl Supervisor {
         let once = proc.spec.once;
         let group = proc.group.clone();
         if once && status.success() {
-            self.output.procman(&format!("{name} [{pid}] completed after {elapsed:.1}s"));
+            self.output
+                .procman(&format!("{name} [{pid}] completed after {elapsed:.1}s"));
             self.publish_exit(name, group, ExitState::Succeeded);
             return None;
         }
@@ -472,7 +582,10 @@ impl Supervisor {
     /// instances are done.
     fn publish_exit(&mut self, name: &str, group: Option<String>, state: ExitState) {
         let group_state = group.and_then(|g| {
-            let mut members = self.procs.iter().filter(|p| p.group.as_deref() == Some(g.as_str()));
+            let mut members = self
+                .procs
+                .iter()
+                .filter(|p| p.group.as_deref() == Some(g.as_str()));
             let done = if state != ExitState::Succeeded {
                 Some(state)
             } else if members.all(|p| matches!(p.state, State::Exited)) {
@@ -495,7 +608,10 @@ impl Supervisor {
 
     /// Run mode ends by itself when nothing runs and nothing waits.
     fn finished(&self) -> Option<Stop> {
-        let busy = self.procs.iter().any(|p| matches!(p.state, State::Running(_) | State::Waiting));
+        let busy = self
+            .procs
+            .iter()
+            .any(|p| matches!(p.state, State::Running(_) | State::Waiting));
         (!busy).then_some(Stop::Finished)
     }
 
@@ -520,7 +636,9 @@ impl Supervisor {
             proc.tasks.drain(..).for_each(|t| t.abort());
         }
         // Stop in reverse start order: dependents before what they depend on.
-        let mut order: Vec<usize> = (0..self.procs.len()).filter(|&i| matches!(self.procs[i].state, State::Running(_))).collect();
+        let mut order: Vec<usize> = (0..self.procs.len())
+            .filter(|&i| matches!(self.procs[i].state, State::Running(_)))
+            .collect();
         order.sort_by_key(|&i| std::cmp::Reverse(self.procs[i].started_seq));
         let mut kill_now = false;
         for index in order {
@@ -533,11 +651,18 @@ impl Supervisor {
 
     /// SIGTERM to the group, up to `stop_timeout`, then SIGKILL. A second SIGINT turns
     /// every remaining stop into an immediate SIGKILL. Returns whether that happened.
-    async fn stop_one(&mut self, index: usize, mut kill_now: bool, inbox: &mut mpsc::UnboundedReceiver<Event>) -> bool {
+    async fn stop_one(
+        &mut self,
+        index: usize,
+        mut kill_now: bool,
+        inbox: &mut mpsc::UnboundedReceiver<Event>,
+    ) -> bool {
         let proc = &mut self.procs[index];
         let name = proc.spec.name.clone();
         let timeout = proc.spec.stop_timeout;
-        let State::Running(child) = &mut proc.state else { return kill_now };
+        let State::Running(child) = &mut proc.state else {
+            return kill_now;
+        };
         let exited: ExitSignal = child.exit_signal();
         let pid = child.pid();
         if !kill_now {
@@ -560,7 +685,9 @@ impl Supervisor {
                 }
             }
         }
-        let State::Running(child) = &mut self.procs[index].state else { return kill_now };
+        let State::Running(child) = &mut self.procs[index].state else {
+            return kill_now;
+        };
         // Whatever is left of the group (the leader, or descendants that ignored SIGTERM).
         if child.group_alive() {
             child.signal_group(Signal::KILL);
@@ -571,20 +698,24 @@ impl Supervisor {
         self.lifeline.forget(pid);
         if let Some(status) = status {
             let (how, _) = describe_exit(status);
-            self.output.procman(&format!("{name} [{pid}] {how} after {elapsed:.1}s"));
+            self.output
+                .procman(&format!("{name} [{pid}] {how} after {elapsed:.1}s"));
         }
         self.procs[index].state = State::Exited;
         kill_now
     }
 
     async fn debug_pause(&mut self, inbox: &mut mpsc::UnboundedReceiver<Event>) {
-        self.output.procman("debug mode: shutdown paused; still running:");
+        self.output
+            .procman("debug mode: shutdown paused; still running:");
         for proc in &self.procs {
             if let State::Running(child) = &proc.state {
-                self.output.procman(&format!("  - {} [pid {}]", proc.spec.name, child.pid()));
+                self.output
+                    .procman(&format!("  - {} [pid {}]", proc.spec.name, child.pid()));
             }
         }
-        self.output.procman("press ENTER to continue shutdown (or Ctrl-C)");
+        self.output
+            .procman("press ENTER to continue shutdown (or Ctrl-C)");
         let enter = tokio::task::spawn_blocking(|| {
             let mut line = String::new();
             let _ = std::io::stdin().read_line(&mut line);

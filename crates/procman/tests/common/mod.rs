@@ -30,7 +30,10 @@ impl Sandbox {
     /// `procman ARGS` in the sandbox, colour off.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_procman"));
-        cmd.args(args).current_dir(self.path()).env("NO_COLOR", "1").stdin(Stdio::null());
+        cmd.args(args)
+            .current_dir(self.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
         cmd
     }
 
@@ -58,7 +61,11 @@ impl Sandbox {
     }
 
     pub fn path_env(&self) -> String {
-        format!("{}:{}", self.file("bin").display(), std::env::var("PATH").unwrap_or_default())
+        format!(
+            "{}:{}",
+            self.file("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
     }
 }
 
@@ -86,7 +93,9 @@ fn collect(pipe: impl std::io::Read + Send + 'static) -> Arc<(Mutex<Lines>, Cond
             match reader.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_owned();
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_owned();
                     writer.0.lock().unwrap().lines.push(line);
                     writer.1.notify_all();
                 }
@@ -100,10 +109,18 @@ fn collect(pipe: impl std::io::Read + Send + 'static) -> Arc<(Mutex<Lines>, Cond
 
 impl Running {
     pub fn start(mut cmd: Command) -> Running {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn procman");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn procman");
         let stdout = collect(child.stdout.take().unwrap());
         let stderr = collect(child.stderr.take().unwrap());
-        Running { child, stdout, stderr }
+        Running {
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -113,7 +130,12 @@ impl Running {
     /// Waits until a stdout line contains `needle`; panics with the output so far on timeout.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
         self.wait_for_match(|l| l.contains(needle), timeout)
-            .unwrap_or_else(|| panic!("no line containing {needle:?} within {timeout:?}; output:\n{}", self.stdout_text()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no line containing {needle:?} within {timeout:?}; output:\n{}",
+                    self.stdout_text()
+                )
+            })
     }
 
     pub fn wait_for_match(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
@@ -144,7 +166,10 @@ impl Running {
             if let Some(status) = self.child.try_wait().unwrap() {
                 // Let the collectors see EOF.
                 let end = Instant::now() + Duration::from_secs(5);
-                while !(self.stdout.0.lock().unwrap().closed && self.stderr.0.lock().unwrap().closed) && Instant::now() < end {
+                while !(self.stdout.0.lock().unwrap().closed
+                    && self.stderr.0.lock().unwrap().closed)
+                    && Instant::now() < end
+                {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 return status;
@@ -152,7 +177,11 @@ impl Running {
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                panic!("procman did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}", self.stdout_text(), self.stderr_text());
+                panic!(
+                    "procman did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                    self.stdout_text(),
+                    self.stderr_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -182,19 +211,44 @@ impl Drop for Running {
 
 /// Processes whose command line contains `marker` (excluding pgrep itself).
 pub fn processes_matching(marker: &str) -> Vec<String> {
-    let out = Command::new("pgrep").args(["-f", "-a", marker]).output().expect("pgrep");
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    let out = Command::new("pgrep")
+        .args(["-f", "-a", marker])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A marker unique to this test run, usable in command lines.
 pub fn marker(tag: &str) -> String {
     use std::hash::{BuildHasher, RandomState};
-    format!("{tag}{}x{:x}", std::process::id(), RandomState::new().hash_one(tag) & 0xffff_ffff)
+    format!(
+        "{tag}{}x{:x}",
+        std::process::id(),
+        RandomState::new().hash_one(tag) & 0xffff_ffff
+    )
+}
+
+/// A `sleep` duration unique to this test run (e.g. `1000.4821937`): its command line
+/// identifies the process and every copy a shell forks.
+pub fn unique_sleep() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    format!(
+        "1000.{}{}",
+        std::process::id(),
+        RandomState::new().hash_one(0u8) % 1_000_000
+    )
 }
 
 /// A TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `cond` every 10 ms until it holds or `timeout` passes (test-side waiting only).
