@@ -24,9 +24,14 @@ pub(crate) struct Batch {
 
 impl Batch {
     /// An empty batch for `name`; `logs` says whether log buffers are needed.
+    ///
+    /// Control characters in the name are shown as `?` so a name cannot break a line.
     pub(crate) fn new(name: &str, supervisor: bool, color: bool, logs: bool) -> Batch {
         Batch {
-            name: name.to_owned(),
+            name: name
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect(),
             supervisor,
             color,
             logs,

@@ -87,7 +87,12 @@ impl LineReader {
             self.finish(&mut emit);
             return Ok(false);
         }
+        let fresh = self.end;
         self.end += n;
+        // Rescanning a long partial line on every small read would be quadratic.
+        if self.end - self.start < CUT_WINDOW && !self.buf[fresh..self.end].contains(&b'\n') {
+            return Ok(true);
+        }
         self.start += split_lines(&self.buf[self.start..self.end], false, &mut emit);
         Ok(true)
     }
@@ -95,5 +100,60 @@ impl LineReader {
     fn finish(&mut self, emit: &mut impl FnMut(&[u8])) {
         split_lines(&self.buf[self.start..self.end], true, emit);
         self.start = self.end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lengths(data: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        split_lines(data, true, |l| out.push(l.len()));
+        out
+    }
+
+    /// Reads at most `step` bytes per call.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.len().min(self.1).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn piece_boundaries() {
+        let max = vec![b'x'; MAX_LINE];
+        assert_eq!(lengths(&[&max[..], b"\r\n"].concat()), [MAX_LINE]);
+        assert_eq!(lengths(&[&max[..], b"y\n"].concat()), [MAX_LINE, 1]);
+        assert_eq!(lengths(&[&max[..], b"yz"].concat()), [MAX_LINE, 2]);
+        assert_eq!(lengths(b"\n\r\n"), [0, 0]);
+        assert_eq!(lengths(b""), [0usize; 0]);
+    }
+
+    #[test]
+    fn chunking_does_not_matter() {
+        let mut data = Vec::new();
+        for i in 0..40usize {
+            data.extend(std::iter::repeat_n(b'a', i * 997 % (3 * MAX_LINE)));
+            data.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
+        }
+        data.extend_from_slice(b"tail\r");
+        let mut expected = Vec::new();
+        split_lines(&data, true, |l| expected.push(l.to_vec()));
+        for step in [3, 4096, MAX_LINE + 1, usize::MAX] {
+            let mut src = Trickle(&data, step);
+            let mut reader = LineReader::new();
+            let mut got = Vec::new();
+            while reader
+                .read_from(&mut src, |l| got.push(l.to_vec()))
+                .expect("read")
+            {}
+            assert!(got == expected, "step {step}");
+        }
     }
 }

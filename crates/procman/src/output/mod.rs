@@ -20,6 +20,7 @@ use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -38,11 +39,30 @@ pub enum ColorChoice {
     /// Colour iff the terminal is a TTY and `NO_COLOR` is unset or empty.
     #[default]
     Auto,
-    /// Always colour.
+    /// Always colour, even with `NO_COLOR` set (an explicit choice overrides it).
     Always,
     /// Never colour.
     Never,
 }
+
+impl FromStr for ColorChoice {
+    type Err = UnknownColorChoice;
+
+    /// Parses `auto`, `always` or `never`, as given to a `--color` option.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(ColorChoice::Auto),
+            "always" => Ok(ColorChoice::Always),
+            "never" => Ok(ColorChoice::Never),
+            _ => Err(UnknownColorChoice(s.to_owned())),
+        }
+    }
+}
+
+/// A colour choice other than `auto`, `always` or `never`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown colour choice {0:?} (expected auto, always or never)")]
+pub struct UnknownColorChoice(pub String);
 
 /// How output is shown and logged.
 #[derive(Clone, Debug, Default)]
@@ -86,19 +106,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Output {
-    /// Writes to the process's stdout (detects TTY).
+    /// Writes to the process's stdout (detects TTY); a closed stdout discards
+    /// terminal output but still writes the logs.
     pub fn stdout(config: OutputConfig) -> io::Result<Output> {
         let stdout = io::stdout();
         let is_tty = stdout.is_terminal();
-        let fd = stdout.as_fd().try_clone_to_owned()?;
-        let size_fd = if is_tty { Some(fd.try_clone()?) } else { None };
-        Output::build(
-            config,
-            Box::new(File::from(fd)),
-            is_tty,
-            color::no_color_env(),
-            size_fd,
-        )
+        let (out, size_fd): (Box<dyn Write + Send>, _) = match stdout.as_fd().try_clone_to_owned() {
+            Ok(fd) => {
+                let size_fd = if is_tty { Some(fd.try_clone()?) } else { None };
+                (Box::new(File::from(fd)), size_fd)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => (Box::new(io::sink()), None),
+            Err(e) => return Err(e),
+        };
+        Output::build(config, out, is_tty, color::no_color_env(), size_fd)
     }
 
     /// Writes to any writer (tests, benches); `is_tty` decides colour (with Auto)

@@ -304,3 +304,24 @@ fn status_is_truncated() {
     out.set_status(Some("x".repeat(200)));
     assert_eq!(mem.text(), format!("\r\x1b[2K{}", "x".repeat(79)));
 }
+
+#[test]
+fn control_characters_in_names_cannot_break_lines() {
+    let (out, mem) = output(ColorChoice::Never, false, None);
+    out.line("a\nb", b"x");
+    assert_eq!(mem.text(), "    a?b | x\n");
+}
+
+#[test]
+fn colour_choice_parses() {
+    assert_eq!(
+        "always".parse::<ColorChoice>().ok(),
+        Some(ColorChoice::Always)
+    );
+    assert_eq!(
+        "never".parse::<ColorChoice>().ok(),
+        Some(ColorChoice::Never)
+    );
+    assert_eq!("auto".parse::<ColorChoice>().ok(), Some(ColorChoice::Auto));
+    assert!("sometimes".parse::<ColorChoice>().is_err());
+}
