@@ -356,3 +356,45 @@ fn cwd_is_relative_to_the_config_file() {
         running.stdout_text()
     );
 }
+
+#[test]
+fn failing_watch_spawns_the_dormant_recovery_process() {
+    let m = common::unique_sleep();
+    let sb = Sandbox::new(&format!(
+        r#"
+web:
+  run: exec sleep {m}
+  watch:
+    - name: flag
+      check:
+        path: healthy.flag
+      poll_interval: 0.1
+      failure_threshold: 2
+      on_fail:
+        spawn: recovery
+recovery:
+  autostart: false
+  once: true
+  run: echo "recovering after $PROCMAN_WATCH_FAILURES failures of $PROCMAN_WATCH_NAME"; touch healthy.flag
+"#
+    ));
+    let mut running = sb.spawn(&[]);
+    running.wait_for("recovery | recovering after 2 failures of flag", T);
+    assert!(eventually(T, || sb.file("healthy.flag").exists()));
+    running.signal(libc::SIGTERM);
+    assert_eq!(running.wait(T).code(), Some(0));
+    assert!(processes_matching(&m).is_empty());
+}
+
+#[test]
+fn failing_watch_with_shutdown_stops_everything() {
+    let sb = Sandbox::new(
+        "web:\n  run: exec sleep 1000\n  watch:\n    - check:\n        tcp: 127.0.0.1:1\n      poll_interval: 0.1\n      failure_threshold: 1\n",
+    );
+    let (status, out, _) = sb.run(&[], T);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("web: watch web.watch-0 failed 1 time(s) in a row"),
+        "{out}"
+    );
+}
