@@ -57,7 +57,10 @@ fn lock_is_exclusive_and_freed_by_the_kernel_on_sigkill() {
     assert!(c.try_lock().unwrap());
     assert!(c.try_lock().unwrap(), "re-entrant for the same object");
     let other = SysvRefCounter::new(&name).unwrap();
-    assert!(!other.try_lock().unwrap(), "second object must not get the lock");
+    assert!(
+        !other.try_lock().unwrap(),
+        "second object must not get the lock"
+    );
     c.unlock().unwrap();
     assert!(other.try_lock().unwrap());
     other.unlock().unwrap();
@@ -108,7 +111,10 @@ fn wait_zero_blocks_in_the_kernel_until_the_holder_dies() {
     let mut cl = Cleanup::default();
     let name = cl.name("wz");
     let c = SysvRefCounter::new(&name).unwrap();
-    assert!(c.wait_zero(Some(Duration::ZERO)).unwrap(), "no set: count is 0");
+    assert!(
+        c.wait_zero(Some(Duration::ZERO)).unwrap(),
+        "no set: count is 0"
+    );
     let mut child = holder("hold", &name);
     assert_eq!(c.count().unwrap(), 1);
     let began = Instant::now();
@@ -142,7 +148,10 @@ fn wait_zero_blocks_in_the_kernel_until_the_holder_dies() {
     let (got, woke, c) = waiter.join().unwrap();
     assert!(got, "wait_zero timed out although the holder died");
     let lag = woke.saturating_duration_since(killed);
-    assert!(lag < Duration::from_millis(500), "woke {lag:?} after the kill");
+    assert!(
+        lag < Duration::from_millis(500),
+        "woke {lag:?} after the kill"
+    );
     assert_eq!(c.count().unwrap(), 0);
     drop(c);
     remove_counter(&name);
@@ -157,14 +166,21 @@ fn sigkilled_holders_give_back_count_and_lock() {
     let mut b = holder("hold", &name);
     assert_eq!(c.count().unwrap(), 2);
     a.kill();
-    assert_eq!(c.count().unwrap(), 1, "the kernel undoes at exit, before reaping returns");
+    assert_eq!(
+        c.count().unwrap(),
+        1,
+        "the kernel undoes at exit, before reaping returns"
+    );
     b.kill();
     assert_eq!(c.count().unwrap(), 0);
 
     let mut l = holder("lock", &name);
     assert!(!c.try_lock().unwrap());
     l.kill();
-    assert!(c.try_lock().unwrap(), "lock still held after its holder was SIGKILLed");
+    assert!(
+        c.try_lock().unwrap(),
+        "lock still held after its holder was SIGKILLed"
+    );
     c.unlock().unwrap();
 
     assert_eq!(c.acquire().unwrap(), 1, "acquire after crashes");
@@ -388,7 +404,10 @@ fn foreign_sets_are_refused_and_left_untouched() {
                     assert!(msg.contains(case.expect), "{}: {msg}", case.what);
                     assert!(msg.contains("ipcrm"), "{}: {msg}", case.what);
                 }
-                other => panic!("{} / {attempt}: expected ForeignSet, got {other:?}", case.what),
+                other => panic!(
+                    "{} / {attempt}: expected ForeignSet, got {other:?}",
+                    case.what
+                ),
             }
         }
         assert_eq!(c.held(), 0);

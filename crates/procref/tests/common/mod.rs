@@ -109,10 +109,24 @@ impl Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        // Services started by test clients record their pids in files of the work dirs
+        // (see `Svc`): on a failure path those may be services the test never heard of.
+        for dir in &self.dirs {
+            for f in ["starts", "recovers"] {
+                for line in lines_of(&dir.join(f)) {
+                    if let Some(pid) = line.split(' ').nth(2).and_then(|p| p.parse().ok()) {
+                        self.pids.push(pid);
+                    }
+                }
+            }
+        }
         for &p in &self.pids {
             if alive(p) {
                 sigkill(p);
             }
+        }
+        for &p in &self.pids {
+            wait_until(Duration::from_secs(2), || !alive(p));
         }
         if std::thread::panicking() {
             for n in &self.names {
@@ -199,7 +213,10 @@ impl Proc {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("child {}: no {prefix:?} line within {timeout:?}", self.pid())
+                    panic!(
+                        "child {}: no {prefix:?} line within {timeout:?}",
+                        self.pid()
+                    )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     panic!("child {}: exited before printing {prefix:?}", self.pid())
@@ -250,8 +267,7 @@ pub fn append_line(path: &Path, line: &str) {
         .append(true)
         .open(path)
         .expect("open count file");
-    f.write_all(format!("{line}\n").as_bytes())
-        .expect("append");
+    f.write_all(format!("{line}\n").as_bytes()).expect("append");
 }
 
 pub fn lines_of(path: &Path) -> Vec<String> {
@@ -269,6 +285,8 @@ pub fn spawn_sleeper() -> std::io::Result<u32> {
         .arg("600")
         .process_group(0)
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()?;
     let pid = child.id();
     std::thread::spawn(move || {
@@ -293,7 +311,8 @@ fn env_ms(k: &str) -> Option<Duration> {
 pub struct Svc {
     pub name: String,
     pub dir: PathBuf,
-    /// on_first_acquire appends "start <pid of caller>" here.
+    /// on_first_acquire appends "start <pid of caller> <service pid>" here (a blocking
+    /// one: "start <pid of caller>").
     pub starts: Option<PathBuf>,
     /// on_first_acquire prints "in-start" and blocks for 30 s (spawning nothing).
     pub block_start: bool,
@@ -304,7 +323,7 @@ pub struct Svc {
     pub linger: Option<Duration>,
     /// Health check: this marker file exists. on_first_acquire/on_recover create it.
     pub health_marker: Option<PathBuf>,
-    /// With a health marker: on_recover appends "recover <caller pid>" here.
+    /// With a health marker: on_recover appends "recover <caller pid> <new pid>" here.
     pub recovers: Option<PathBuf>,
     pub startup_timeout: Option<Duration>,
 }
@@ -378,15 +397,18 @@ impl Svc {
                 let starts = starts.clone();
                 let marker = m1.clone();
                 async move {
-                    if let Some(f) = &starts {
-                        append_line(f, &format!("start {}", std::process::id()));
-                    }
                     if block {
+                        if let Some(f) = &starts {
+                            append_line(f, &format!("start {}", std::process::id()));
+                        }
                         println!("in-start");
                         tokio::time::sleep(Duration::from_secs(30)).await;
                         return Err("blocked starter timed out".into());
                     }
                     let pid = spawn_sleeper()?;
+                    if let Some(f) = &starts {
+                        append_line(f, &format!("start {} {pid}", std::process::id()));
+                    }
                     if let Some(m) = &marker {
                         std::fs::write(m, b"ok")?;
                     }
@@ -402,7 +424,10 @@ impl Svc {
                         println!("in-stop");
                         tokio::time::sleep(d).await;
                     }
-                    append_line(&stops, &format!("stop {} {}", std::process::id(), info.pid()));
+                    append_line(
+                        &stops,
+                        &format!("stop {} {}", std::process::id(), info.pid()),
+                    );
                     procref::process::stop(info.pid(), Duration::from_secs(2))?;
                     Ok(())
                 }
@@ -419,9 +444,9 @@ impl Svc {
                     let recovers = recovers.clone();
                     let m = m.clone();
                     async move {
-                        append_line(&recovers, &format!("recover {}", std::process::id()));
                         procref::process::stop(old.pid(), Duration::from_secs(2))?;
                         let pid = spawn_sleeper()?;
+                        append_line(&recovers, &format!("recover {} {pid}", std::process::id()));
                         std::fs::write(&m, b"ok")?;
                         Ok(ServiceInfo::new(pid, 0))
                     }
@@ -470,9 +495,10 @@ pub fn child_main() {
             rt.block_on(async {
                 let service = svc.build().unwrap();
                 if let Some(fifo) = env_path("PT_BARRIER") {
-                    println!("waiting");
-                    // Blocks until the test closes its end of the FIFO.
+                    // The test holds the FIFO open read-write, so this open does not block;
+                    // the read ends (EOF for every child at once) when the test closes it.
                     let mut f = std::fs::File::open(&fifo).unwrap();
+                    println!("waiting");
                     let mut buf = Vec::new();
                     let _ = std::io::Read::read_to_end(&mut f, &mut buf);
                 }
@@ -512,5 +538,37 @@ pub fn remove_counter(name: &str) {
     let c = SysvRefCounter::new(name).unwrap();
     assert_eq!(c.count().unwrap(), 0, "{name}: references left");
     assert!(c.try_remove().unwrap(), "{name}: set could not be removed");
-    assert!(!set_exists(name), "{name}: set still exists after try_remove");
+    assert!(
+        !set_exists(name),
+        "{name}: set still exists after try_remove"
+    );
+}
+
+/// A FIFO barrier: children block reading it until [`Barrier::release`].
+pub struct Barrier {
+    pub path: PathBuf,
+    holder: Option<std::fs::File>,
+}
+
+impl Barrier {
+    pub fn new(dir: &Path) -> Barrier {
+        let path = dir.join("barrier.fifo");
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path for the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        // Read-write: never blocks, and keeps a writer so the children's reads block.
+        let holder = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open fifo");
+        Barrier {
+            path,
+            holder: Some(holder),
+        }
+    }
+
+    pub fn release(&mut self) {
+        self.holder = None;
+    }
 }
