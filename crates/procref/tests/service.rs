@@ -709,3 +709,75 @@ fn startup_timeout_names_the_service_and_a_dead_starter_is_taken_over() {
     drop(s);
     assert_clean(&name, d.base.path());
 }
+
+#[test]
+fn crashed_service_is_restarted_and_its_old_keeper_dismissed() {
+    let d = Dirs::new();
+    let mut cl = Cleanup::default();
+    cl.dirs.push(d.work.path().to_owned());
+    let name = cl.name("crashed");
+    let svc = d.svc(&name);
+    let mut a = client(&svc, &[]);
+    let old = a.acquired_pid(T);
+    let (_, old_keeper) = running(&mut cl, d.base.path(), &name);
+    common::sigkill(old);
+    assert_exits(old, T, "service");
+    // A still holds its reference, so the old keeper has nothing to do yet.
+    assert!(alive(old_keeper));
+    let mut b = client(&svc, &[]);
+    let fresh = b.acquired_pid(T);
+    cl.pid(fresh);
+    assert_ne!(fresh, old);
+    assert_eq!(lines_of(&d.file("starts")).len(), 2);
+    assert_exits(old_keeper, STOP, "the dead instance's keeper");
+    let (service, keeper) = running(&mut cl, d.base.path(), &name);
+    assert_eq!(service, fresh);
+    a.kill();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(alive(fresh), "stopped while B still holds it");
+    b.kill();
+    assert_exits(fresh, STOP, "service");
+    assert_exits(keeper, STOP, "keeper");
+    assert_clean(&name, d.base.path());
+}
+
+#[test]
+fn cancelled_acquire_leaves_no_reference_and_no_lock() {
+    let d = Dirs::new();
+    let mut cl = Cleanup::default();
+    cl.dirs.push(d.work.path().to_owned());
+    let name = cl.name("cancel");
+    let mut stuck = d.svc(&name);
+    stuck.block_start = true;
+    let mut a = client(&stuck, &[]);
+    a.expect("in-start", T);
+    let mut waiting = d.svc(&name);
+    waiting.startup_timeout = Some(Duration::from_secs(5));
+    let s = waiting.build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_millis(200), s.acquire()).await });
+    assert!(r.is_err(), "acquire should still be waiting");
+    assert_eq!(
+        s.count().unwrap(),
+        1,
+        "the cancelled acquire kept its reference"
+    );
+    a.kill();
+    // The cancelled waiter may take the lock when A dies; it must give it back at once.
+    let svc = d.svc(&name);
+    let b = client(&svc, &[]);
+    let pid = b.acquired_pid(Duration::from_secs(3));
+    cl.pid(pid);
+    let (_, keeper) = running(&mut cl, d.base.path(), &name);
+    drop(b);
+    assert_exits(pid, STOP, "service");
+    assert_exits(keeper, STOP, "keeper");
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    drop(s);
+    assert_clean(&name, d.base.path());
+}
