@@ -181,7 +181,7 @@ mod tests {
         polite.wait().unwrap();
 
         let mut stubborn = Command::new("bash")
-            .args(["-c", "trap '' TERM; echo ready; sleep 30 & wait"])
+            .args(["-c", "trap '' TERM; echo ready; exec sleep 30"])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
