@@ -17,6 +17,12 @@ pub(crate) struct Op {
     pub(crate) flags: i16,
 }
 
+impl Op {
+    pub(crate) const fn new(sem: u16, delta: i16, flags: i16) -> Op {
+        Op { sem, delta, flags }
+    }
+}
+
 /// Reverse this operation when the process exits (`SEM_UNDO`).
 pub(crate) const UNDO: i16 = libc::SEM_UNDO as i16;
 /// Fail with `EAGAIN` instead of blocking (`IPC_NOWAIT`).
@@ -59,14 +65,21 @@ pub(crate) fn get(key: i32, nsems: i32, flags: i32) -> Result<i32, Errno> {
 /// (`None`: indefinitely). A timeout is reported as `EAGAIN`; `EINTR` is retried with
 /// the remaining time.
 pub(crate) fn op(id: i32, ops: &[Op], timeout: Option<Duration>) -> Result<(), Errno> {
-    let mut bufs: Vec<libc::sembuf> = ops
-        .iter()
-        .map(|o| libc::sembuf {
+    // Groups are small constants (at most 7 ops): keep them on the stack, off the heap.
+    const MAX_OPS: usize = 8;
+    let mut bufs = [libc::sembuf {
+        sem_num: 0,
+        sem_op: 0,
+        sem_flg: 0,
+    }; MAX_OPS];
+    let n = ops.len().min(MAX_OPS);
+    for (buf, o) in bufs.iter_mut().zip(ops) {
+        *buf = libc::sembuf {
             sem_num: o.sem,
             sem_op: o.delta,
             sem_flg: o.flags,
-        })
-        .collect();
+        };
+    }
     let deadline = timeout.map(|t| std::time::Instant::now() + t);
     loop {
         let ts = deadline.map(|d| {
@@ -79,9 +92,9 @@ pub(crate) fn op(id: i32, ops: &[Op], timeout: Option<Duration>) -> Result<(), E
         let ts_ptr = ts
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: `bufs` is a live, correctly sized array of sembuf for the whole call, and
+        // SAFETY: `bufs[..n]` is a live, initialised array of sembuf for the whole call, and
         // `ts_ptr` is null or points to `ts`, which outlives the call.
-        let rc = unsafe { semtimedop(id, bufs.as_mut_ptr(), bufs.len(), ts_ptr) };
+        let rc = unsafe { semtimedop(id, bufs.as_mut_ptr(), n, ts_ptr) };
         if rc == 0 {
             return Ok(());
         }

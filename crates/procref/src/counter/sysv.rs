@@ -38,18 +38,17 @@ const INIT_GRACE: Duration = Duration::from_secs(2);
 const REMOVAL_GRACE: Duration = Duration::from_secs(10);
 
 /// "This set is alive": wait until `ALIVE >= 1`, leaving it unchanged.
-const REQUIRE_ALIVE: [Op; 2] = [
-    Op {
-        sem: ALIVE,
-        delta: -1,
-        flags: 0,
-    },
-    Op {
-        sem: ALIVE,
-        delta: 1,
-        flags: 0,
-    },
+const REQUIRE_ALIVE: [Op; 2] = [Op::new(ALIVE, -1, 0), Op::new(ALIVE, 1, 0)];
+/// Take a reference on a live set (blocks while the set is being removed).
+const ACQUIRE: [Op; 3] = [REQUIRE_ALIVE[0], REQUIRE_ALIVE[1], Op::new(COUNT, 1, UNDO)];
+/// The same, failing with `EAGAIN` instead of blocking (the common, uncontended case).
+const ACQUIRE_NOWAIT: [Op; 3] = [
+    Op::new(ALIVE, -1, NOWAIT),
+    Op::new(ALIVE, 1, NOWAIT),
+    Op::new(COUNT, 1, UNDO | NOWAIT),
 ];
+/// Take the startup lock on a live set.
+const LOCK_OPS: [Op; 3] = [REQUIRE_ALIVE[0], REQUIRE_ALIVE[1], Op::new(LOCK, -1, UNDO)];
 
 /// Kernel-backed reference counter for one service name (System V semaphores).
 ///
@@ -112,18 +111,7 @@ impl SysvRefCounter {
     /// Blocks until the count is at least 1 (someone holds a reference), without taking
     /// a reference. Returns false if `timeout` passes first. Waits in the kernel.
     pub fn wait_nonzero(&self, timeout: Option<Duration>) -> Result<bool> {
-        let ops = [
-            Op {
-                sem: COUNT,
-                delta: -1,
-                flags: 0,
-            },
-            Op {
-                sem: COUNT,
-                delta: 1,
-                flags: 0,
-            },
-        ];
+        let ops = [Op::new(COUNT, -1, 0), Op::new(COUNT, 1, 0)];
         self.timed_op("semop(wait_nonzero)", &ops, timeout, true)
     }
 
@@ -140,17 +128,9 @@ impl SysvRefCounter {
             return Ok(true);
         };
         let tombstone = [
-            Op {
-                sem: COUNT,
-                delta: 0,
-                flags: NOWAIT,
-            },
+            Op::new(COUNT, 0, NOWAIT),
             // Undone by the kernel if we die before IPC_RMID, so the set comes back to life.
-            Op {
-                sem: ALIVE,
-                delta: -1,
-                flags: NOWAIT | UNDO,
-            },
+            Op::new(ALIVE, -1, NOWAIT | UNDO),
         ];
         let removed = match sys::op(id, &tombstone, None) {
             Ok(()) => match sys::remove(id) {
@@ -184,21 +164,9 @@ impl SysvRefCounter {
         // Undo bookkeeping must net to one released reference: -1 with UNDO, and a
         // -1/+1 pair without, which requires the count to have been at least 2.
         let ops = [
-            Op {
-                sem: COUNT,
-                delta: -1,
-                flags: UNDO | NOWAIT,
-            },
-            Op {
-                sem: COUNT,
-                delta: -1,
-                flags: NOWAIT,
-            },
-            Op {
-                sem: COUNT,
-                delta: 1,
-                flags: NOWAIT,
-            },
+            Op::new(COUNT, -1, UNDO | NOWAIT),
+            Op::new(COUNT, -1, NOWAIT),
+            Op::new(COUNT, 1, NOWAIT),
         ];
         let id = self.open()?;
         match sys::op(id, &ops, None) {
@@ -266,24 +234,9 @@ impl SysvRefCounter {
             }
             match sys::get(key, NSEMS, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) {
                 Ok(id) => {
-                    let mut init = vec![
-                        Op {
-                            sem: LOCK,
-                            delta: 1,
-                            flags: 0,
-                        },
-                        Op {
-                            sem: ALIVE,
-                            delta: 1,
-                            flags: 0,
-                        },
-                    ];
+                    let mut init = vec![Op::new(LOCK, 1, 0), Op::new(ALIVE, 1, 0)];
                     for (i, &v) in self.identity.fingerprint.iter().enumerate() {
-                        init.push(Op {
-                            sem: FP0 + i as u16,
-                            delta: v as i16,
-                            flags: 0,
-                        });
+                        init.push(Op::new(FP0 + i as u16, v as i16, 0));
                     }
                     match sys::op(id, &init, None) {
                         Ok(()) => return Ok(Some(id)),
@@ -420,13 +373,14 @@ enum Verified {
 
 impl RefCounter for SysvRefCounter {
     fn acquire(&self) -> Result<u32> {
-        let mut ops = REQUIRE_ALIVE.to_vec();
-        ops.push(Op {
-            sem: COUNT,
-            delta: 1,
-            flags: UNDO,
-        });
-        if !self.timed_op("semop(acquire)", &ops, Some(REMOVAL_GRACE), true)? {
+        let id = self.open()?;
+        let taken = match sys::op(id, &ACQUIRE_NOWAIT, None) {
+            Ok(()) => true,
+            Err(libc::EAGAIN | libc::EIDRM | libc::EINVAL) => false,
+            Err(e) => return Err(self.sem_error("semop(acquire)", e)),
+        };
+        // Slow path: the set is being removed (or already was): wait for that, re-open.
+        if !taken && !self.timed_op("semop(acquire)", &ACQUIRE, Some(REMOVAL_GRACE), true)? {
             return Err(self.sem_error("semop(acquire)", libc::ETIMEDOUT));
         }
         self.held.fetch_add(1, Ordering::SeqCst);
@@ -441,11 +395,7 @@ impl RefCounter for SysvRefCounter {
             });
         }
         let id = self.open()?;
-        let ops = [Op {
-            sem: COUNT,
-            delta: -1,
-            flags: UNDO | NOWAIT,
-        }];
+        let ops = [Op::new(COUNT, -1, UNDO | NOWAIT)];
         match sys::op(id, &ops, None) {
             Ok(()) => {}
             // The set (and our reference with it) is gone already.
@@ -482,21 +432,9 @@ impl RefCounter for SysvRefCounter {
             return Ok(true);
         }
         let ops = [
-            Op {
-                sem: ALIVE,
-                delta: -1,
-                flags: NOWAIT,
-            },
-            Op {
-                sem: ALIVE,
-                delta: 1,
-                flags: NOWAIT,
-            },
-            Op {
-                sem: LOCK,
-                delta: -1,
-                flags: UNDO | NOWAIT,
-            },
+            Op::new(ALIVE, -1, NOWAIT),
+            Op::new(ALIVE, 1, NOWAIT),
+            Op::new(LOCK, -1, UNDO | NOWAIT),
         ];
         let got = self.timed_op("semop(try_lock)", &ops, None, true)?;
         self.locked.store(got, Ordering::SeqCst);
@@ -510,15 +448,7 @@ impl RefCounter for SysvRefCounter {
         let Some(id) = self.current_id(false)? else {
             return Ok(());
         };
-        match sys::op(
-            id,
-            &[Op {
-                sem: LOCK,
-                delta: 1,
-                flags: UNDO,
-            }],
-            None,
-        ) {
+        match sys::op(id, &[Op::new(LOCK, 1, UNDO)], None) {
             Ok(()) | Err(libc::EIDRM | libc::EINVAL) => Ok(()),
             Err(e) => Err(self.sem_error("semop(unlock)", e)),
         }
@@ -528,23 +458,13 @@ impl RefCounter for SysvRefCounter {
         if self.is_locked() {
             return Ok(true);
         }
-        let mut ops = REQUIRE_ALIVE.to_vec();
-        ops.push(Op {
-            sem: LOCK,
-            delta: -1,
-            flags: UNDO,
-        });
-        let got = self.timed_op("semop(lock)", &ops, Some(timeout), true)?;
+        let got = self.timed_op("semop(lock)", &LOCK_OPS, Some(timeout), true)?;
         self.locked.store(got, Ordering::SeqCst);
         Ok(got)
     }
 
     fn wait_zero(&self, timeout: Option<Duration>) -> Result<bool> {
-        let ops = [Op {
-            sem: COUNT,
-            delta: 0,
-            flags: 0,
-        }];
+        let ops = [Op::new(COUNT, 0, 0)];
         self.timed_op("semop(wait_zero)", &ops, timeout, false)
     }
 }
