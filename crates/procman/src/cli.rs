@@ -1,8 +1,9 @@
-//! The command line: `procman [run] [CONFIG]`, `procman check [CONFIG]`.
+//! The command line: `run`, `serve`, `start`, `stop`, `status`, `check`.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config;
+use crate::control::{self, Listener, Message, Reply, RunRequest, RuntimePaths, ServerInfo};
 use crate::output::{ColorChoice, Output, OutputConfig};
 use crate::supervisor::{self, Lifeline};
 
@@ -34,6 +36,40 @@ pub struct Cli {
 enum Command {
     /// Start every process in the config and supervise them until they finish or fail.
     Run(RunArgs),
+    /// Like run, and also accept processes at runtime (FIFO and socket) until stopped.
+    Serve(RunArgs),
+    /// Send a process to a running `procman serve`.
+    Start {
+        /// The command line to run; the name defaults to its first word's basename.
+        command: String,
+        /// Config file of the server to talk to.
+        #[arg(long, default_value = "procman.yaml")]
+        config: PathBuf,
+        /// Name for the process (deduplicated as name, name.1, name.2, …).
+        #[arg(long)]
+        name: Option<String>,
+        /// Environment for the process (repeatable), on top of the server's.
+        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+        env: Vec<(String, String)>,
+        /// Run to completion: exit 0 does not shut the server down.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Ask a running `procman serve` to shut down gracefully.
+    Stop {
+        /// Config file of the server.
+        #[arg(default_value = "procman.yaml")]
+        config: PathBuf,
+    },
+    /// Show what a running `procman serve` supervises.
+    Status {
+        /// Config file of the server.
+        #[arg(default_value = "procman.yaml")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the config: prints every error as file:line:col, silent and 0 when valid.
     Check {
         /// Path to the config file.
@@ -76,8 +112,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Check { config }) => check(&config),
-        Some(Command::Run(args)) => run(args),
-        None => run(cli.run),
+        Some(Command::Run(args)) => run(args, false),
+        Some(Command::Serve(args)) => run(args, true),
+        Some(Command::Start { command, config, name, env, once }) => start(&config, &command, name, env, once),
+        Some(Command::Stop { config }) => stop(&config),
+        Some(Command::Status { config, json }) => status(&config, json),
+        None => run(cli.run, false),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -98,7 +138,7 @@ fn check(path: &std::path::Path) -> Result<i32> {
     }
 }
 
-fn run(args: RunArgs) -> Result<i32> {
+fn run(args: RunArgs, serve: bool) -> Result<i32> {
     if args.debug && !std::io::stdin().is_terminal() {
         bail!("--debug needs an interactive terminal (stdin is not a TTY)");
     }
@@ -110,7 +150,7 @@ fn run(args: RunArgs) -> Result<i32> {
             return Ok(1);
         }
     };
-    if config.processes.is_empty() {
+    if config.processes.is_empty() && !serve {
         bail!(
             "{} defines no processes; add one, e.g.\n  web:\n    run: python3 -m http.server 8000",
             args.config.display()

@@ -17,7 +17,8 @@ use rustix::process::Signal;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
-use crate::config::{self, Config, OnFail, ProcessSpec, template};
+use crate::config::{self, Config, Location, OnFail, ProcessSpec, template};
+use crate::control::{Incoming, Listener, Message, ProcessStatus, Reply, RunRequest, RuntimePaths, ServerInfo};
 use crate::deps::{self, ExitState, Progress};
 use crate::output::Output;
 pub use child::Shell;
@@ -33,6 +34,14 @@ pub struct Options {
     pub log_dir: PathBuf,
     /// Pause before a failure-triggered shutdown until Enter is pressed.
     pub debug: bool,
+}
+
+/// What `procman serve` adds to a run: the control channels and the discovery file.
+pub struct Serve {
+    /// FIFO and socket, already bound.
+    pub listener: Listener,
+    /// Where they and the discovery file live.
+    pub paths: RuntimePaths,
 }
 
 /// Why the supervisor is shutting down.
@@ -87,12 +96,29 @@ struct Proc {
     tasks: Vec<AbortHandle>,
     /// Position in start order, for stopping in reverse.
     started_seq: u64,
+    /// How its last run ended.
+    exit_code: Option<i32>,
+    /// Restarts requested through the control socket.
+    restarts: u32,
+}
+
+impl Proc {
+    fn new(spec: ProcessSpec, group: Option<String>, state: State) -> Proc {
+        Proc { spec, group, state, tasks: vec![], started_seq: 0, exit_code: None, restarts: 0 }
+    }
 }
 
 /// Runs `config` until every process is done or a shutdown is triggered; returns the
 /// exit code.
-pub async fn run(config: Config, options: Options, output: Output, lifeline: Arc<Lifeline>) -> i32 {
+pub async fn run(
+    config: Config,
+    options: Options,
+    output: Output,
+    lifeline: Arc<Lifeline>,
+    serve: Option<Serve>,
+) -> i32 {
     let (events, inbox) = mpsc::unbounded_channel();
+    let name_uses = config.processes.iter().map(|p| (p.name.clone(), 1)).collect();
     let (board, _) = watch::channel(BTreeMap::new());
     let mut base_env: BTreeMap<String, String> = std::env::vars().collect();
     base_env.extend(options.extra_env.clone());
@@ -108,8 +134,10 @@ pub async fn run(config: Config, options: Options, output: Output, lifeline: Arc
         board,
         seq: 0,
         waiting: BTreeMap::new(),
+        name_uses,
+        serve: None,
     };
-    supervisor.main(inbox).await
+    supervisor.main(inbox, serve).await
 }
 
 struct Supervisor {
@@ -499,6 +527,11 @@ impl Supervisor {
                     }
                 }
             }
+            // Control requests are async and answered by `control`, from the main loop.
+            Event::Control(incoming) => {
+                incoming.reply(Reply::Error { message: "not accepted at this point".into() });
+                None
+            }
             Event::Signal(sig) => {
                 let name = if sig == libc::SIGINT {
                     "SIGINT"
@@ -564,6 +597,7 @@ impl Supervisor {
         proc.state = State::Exited;
         proc.tasks.drain(..).for_each(|t| t.abort());
         let (how, code) = describe_exit(status);
+        proc.exit_code = Some(code);
         let once = proc.spec.once;
         let group = proc.group.clone();
         if once && status.success() {
@@ -608,6 +642,9 @@ impl Supervisor {
 
     /// Run mode ends by itself when nothing runs and nothing waits.
     fn finished(&self) -> Option<Stop> {
+        if self.serve.is_some() {
+            return None;
+        }
         let busy = self
             .procs
             .iter()
@@ -627,6 +664,10 @@ impl Supervisor {
             }
             Stop::Finished => 0,
         };
+        // New requests now get "no server" instead of being ignored.
+        if let Some((forward, _)) = &self.serve {
+            forward.abort();
+        }
         self.waiting.clear();
         self.output.set_status(None);
         if self.options.debug && matches!(stop, Stop::Failure { .. }) {
@@ -642,7 +683,10 @@ impl Supervisor {
         order.sort_by_key(|&i| std::cmp::Reverse(self.procs[i].started_seq));
         let mut kill_now = false;
         for index in order {
-            kill_now = self.stop_one(index, kill_now, inbox).await;
+            kill_now = self.stop_one(index, kill_now, Some(&mut *inbox)).await;
+        }
+        if let Some((_, paths)) = &self.serve {
+            let _ = procref::discovery::remove(&paths.discovery);
         }
         self.output.procman(&format!("exiting with code {code}"));
         let _ = self.output.flush();
@@ -675,8 +719,8 @@ impl Supervisor {
                         self.output.procman(&format!("{name} [{pid}] did not stop within {timeout:?}: SIGKILL"));
                         break;
                     }
-                    event = inbox.recv() => {
-                        if let Some(Event::Signal(libc::SIGINT)) = event {
+                    Some(event) = async { match inbox.as_mut() { Some(inbox) => inbox.recv().await, None => std::future::pending().await } } => {
+                        if let Event::Signal(libc::SIGINT) = event {
                             self.output.procman("second interrupt: killing everything now");
                             kill_now = true;
                             break;
