@@ -12,7 +12,13 @@
 //! left by a killed server are recognised as stale and replaced.
 
 mod error;
+mod lines;
 mod paths;
+mod protocol;
 
 pub use error::{ClientError, ControlError};
 pub use paths::{RUNTIME_DIR_ENV, RuntimePaths};
+pub use protocol::{
+    KNOWN_TYPES, MAX_LINE, Message, PROTOCOL_VERSION, ProcessStatus, Reply, RunRequest, encode,
+    encode_reply, parse_line, parse_reply,
+};
