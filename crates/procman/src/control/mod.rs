@@ -11,11 +11,13 @@
 //! (mode 0600, owned by the user, never a symlink) and checked before it is trusted; files
 //! left by a killed server are recognised as stale and replaced.
 
+mod discovery;
 mod error;
 mod lines;
 mod paths;
 mod protocol;
 
+pub use discovery::ServerInfo;
 pub use error::{ClientError, ControlError};
 pub use paths::{RUNTIME_DIR_ENV, RuntimePaths};
 pub use protocol::{
