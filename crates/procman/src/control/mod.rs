@@ -11,14 +11,19 @@
 //! (mode 0600, owned by the user, never a symlink) and checked before it is trusted; files
 //! left by a killed server are recognised as stale and replaced.
 
+mod checks;
 mod discovery;
 mod error;
+mod fifo;
 mod lines;
+mod listener;
 mod paths;
 mod protocol;
+mod socket;
 
 pub use discovery::ServerInfo;
 pub use error::{ClientError, ControlError};
+pub use listener::{Channel, DEFAULT_IDLE_TIMEOUT, Incoming, Listener};
 pub use paths::{RUNTIME_DIR_ENV, RuntimePaths};
 pub use protocol::{
     KNOWN_TYPES, MAX_LINE, Message, PROTOCOL_VERSION, ProcessStatus, Reply, RunRequest, encode,
