@@ -12,6 +12,7 @@
 //! left by a killed server are recognised as stale and replaced.
 
 mod checks;
+mod client;
 mod discovery;
 mod error;
 mod fifo;
@@ -21,6 +22,7 @@ mod paths;
 mod protocol;
 mod socket;
 
+pub use client::{PIPE_BUF, request, send_fifo};
 pub use discovery::ServerInfo;
 pub use error::{ClientError, ControlError};
 pub use listener::{Channel, DEFAULT_IDLE_TIMEOUT, Incoming, Listener};
