@@ -21,6 +21,8 @@ mod listener;
 mod paths;
 mod protocol;
 mod socket;
+#[cfg(test)]
+mod tests;
 
 pub use client::{PIPE_BUF, request, send_fifo};
 pub use discovery::ServerInfo;
