@@ -390,3 +390,73 @@ async fn close_removes_everything() {
     drop(again);
     assert!(!fx.paths.fifo.exists());
 }
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+#[tokio::test]
+async fn foreign_owned_files_are_refused_by_server_and_client() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create files owned by another user");
+        return;
+    }
+    let fx = fixture();
+    mkfifo(&fx.paths.fifo, 0o600);
+    std::os::unix::fs::chown(&fx.paths.fifo, Some(65534), Some(65534)).unwrap();
+    assert_refused(&fx.paths, &fx.paths.fifo, "owned by uid 65534").await;
+    let err = send_fifo(&fx.paths, &run("x")).unwrap_err();
+    assert!(matches!(err, ClientError::Insecure { .. }), "{err}");
+    std::fs::remove_file(&fx.paths.fifo).unwrap();
+
+    drop(std::os::unix::net::UnixListener::bind(&fx.paths.socket).unwrap());
+    std::os::unix::fs::chown(&fx.paths.socket, Some(65534), Some(65534)).unwrap();
+    assert_refused(&fx.paths, &fx.paths.socket, "owned by uid 65534").await;
+    let err = request(&fx.paths, &Message::Status, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Insecure { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_peers_of_another_user_are_refused() {
+    if !is_root() || !Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: needs root and /usr/bin/python3 to connect as another user");
+        return;
+    }
+    let fx = fixture();
+    let mut listener = Listener::bind(&fx.paths).await.unwrap();
+    // Open the path and mode barriers so that only SO_PEERCRED stands in the way.
+    let rt = fx.paths.socket.parent().unwrap();
+    for (dir, mode) in [
+        (fx._tmp.path(), 0o711),
+        (rt, 0o711),
+        (&fx.paths.socket, 0o666),
+    ] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let script = "import socket, sys\n\
+        s = socket.socket(socket.AF_UNIX)\n\
+        s.connect(sys.argv[1])\n\
+        s.sendall(b'{\"type\":\"status\"}\\n')\n\
+        try:\n    print(repr(s.recv(100)))\n\
+        except ConnectionResetError:\n    print('reset')\n";
+    let out = tokio::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(&fx.paths.socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.trim() == "b''" || stdout.trim() == "reset",
+        "stdout {stdout:?} stderr {:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = next(&mut listener).await;
+    assert_eq!(refused.via, Channel::Socket);
+    let err = refused.request.unwrap_err();
+    assert!(err.contains("from uid 65534"), "{err}");
+}
