@@ -1,0 +1,218 @@
+//! The server side: one stream of requests from both the FIFO and the socket.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::checks;
+use super::discovery::ServerInfo;
+use super::protocol::{Message, Reply};
+use super::{ControlError, RuntimePaths, fifo, socket};
+
+/// How long a socket connection may stay silent before it is dropped.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Requests buffered between the readers and the server; readers wait when it is full,
+/// so nothing is dropped.
+const QUEUE: usize = 1024;
+
+/// What is found at a runtime path before binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    Missing,
+    Stale,
+    Live,
+}
+
+/// Which channel a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// The one-way FIFO (`procman start`/`stop`, procman 0.12 clients).
+    Fifo,
+    /// The request/reply socket.
+    Socket,
+}
+
+/// One request, or the error that took its place (bad line, refused peer, read failure),
+/// so that nothing goes unreported.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The parsed request, or why the line could not be used.
+    pub request: Result<Message, String>,
+    /// Where it came from.
+    pub via: Channel,
+    reply: Option<oneshot::Sender<Reply>>,
+}
+
+impl Incoming {
+    pub(crate) fn new(
+        request: Result<Message, String>,
+        via: Channel,
+        reply: Option<oneshot::Sender<Reply>>,
+    ) -> Incoming {
+        Incoming {
+            request,
+            via,
+            reply,
+        }
+    }
+
+    /// Whether [`Incoming::reply`] reaches a client (socket requests only).
+    pub fn wants_reply(&self) -> bool {
+        self.reply.is_some()
+    }
+
+    /// Answers the request: one JSON line back on its socket connection; a no-op for
+    /// FIFO requests, which are one-way. Dropping an unanswered socket request sends the
+    /// client an error reply.
+    pub fn reply(self, reply: Reply) {
+        if let Some(tx) = self.reply {
+            let _ = tx.send(reply);
+        }
+    }
+}
+
+/// The server's endpoints for one config: the FIFO and the socket, merged into one stream.
+#[derive(Debug)]
+pub struct Listener {
+    paths: RuntimePaths,
+    rx: mpsc::Receiver<Incoming>,
+    /// Kept so that `next` waits rather than ends if a reader task stops.
+    keep_open: Option<mpsc::Sender<Incoming>>,
+    tasks: Vec<JoinHandle<()>>,
+    fifo_id: (u64, u64),
+    socket_id: (u64, u64),
+    closed: bool,
+}
+
+impl Listener {
+    /// Creates the FIFO (mode 0600) and binds the socket (mode 0600) after checking what
+    /// is already there: unsafe files are refused untouched, a live server is refused by
+    /// pid, files left by a dead server are replaced.
+    pub async fn bind(paths: &RuntimePaths) -> Result<Listener, ControlError> {
+        Self::bind_with_idle_timeout(paths, DEFAULT_IDLE_TIMEOUT).await
+    }
+
+    /// [`Listener::bind`] with a custom limit on silent socket connections.
+    pub async fn bind_with_idle_timeout(
+        paths: &RuntimePaths,
+        idle: Duration,
+    ) -> Result<Listener, ControlError> {
+        socket::check_length(&paths.socket)?;
+        ensure_runtime_dir(&paths.fifo)?;
+        let fifo_state = fifo::probe(&paths.fifo)?;
+        let socket_state = socket::probe(&paths.socket)?;
+        if fifo_state == Probe::Live || socket_state == Probe::Live {
+            return Err(ControlError::AlreadyRunning {
+                config: paths.config.clone(),
+                pid: ServerInfo::read(&paths.discovery)
+                    .filter(ServerInfo::is_live)
+                    .map(|info| info.pid),
+            });
+        }
+        for (state, path) in [(fifo_state, &paths.fifo), (socket_state, &paths.socket)] {
+            if state == Probe::Stale {
+                remove_stale(path)?;
+            }
+        }
+        let (receiver, fifo_id) = fifo::create(&paths.fifo)?;
+        let (listener, socket_id) = match socket::bind(&paths.socket) {
+            Ok(bound) => bound,
+            Err(e) => {
+                remove_if_same(&paths.fifo, fifo_id);
+                return Err(e);
+            }
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let tasks = vec![
+            tokio::spawn(fifo::read_loop(receiver, tx.clone())),
+            tokio::spawn(socket::accept_loop(listener, tx.clone(), idle)),
+        ];
+        Ok(Listener {
+            paths: paths.clone(),
+            rx,
+            keep_open: Some(tx),
+            tasks,
+            fifo_id,
+            socket_id,
+            closed: false,
+        })
+    }
+
+    /// The paths this listener serves.
+    pub fn paths(&self) -> &RuntimePaths {
+        &self.paths
+    }
+
+    /// The next request; `None` only after [`Listener::close`]. Writers closing the FIFO
+    /// never end the stream.
+    pub async fn next(&mut self) -> Option<Incoming> {
+        if self.closed {
+            return None;
+        }
+        self.rx.recv().await
+    }
+
+    /// Stops reading and removes the FIFO and the socket (only if they are still the
+    /// files this listener created), and the discovery file if it names this process.
+    /// Idempotent; also run on drop.
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        self.keep_open = None;
+        self.rx.close();
+        remove_if_same(&self.paths.fifo, self.fifo_id);
+        remove_if_same(&self.paths.socket, self.socket_id);
+        if ServerInfo::read(&self.paths.discovery).is_some_and(|i| i.pid == std::process::id()) {
+            let _ = procref::discovery::remove(&self.paths.discovery);
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Creates a missing runtime directory privately; an existing one (such as `/tmp`) is
+/// used as is, since each file in it is checked on its own.
+fn ensure_runtime_dir(fifo: &Path) -> Result<(), ControlError> {
+    let Some(dir) = fifo.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if dir.exists() {
+        return Ok(());
+    }
+    procref::discovery::ensure_private_dir(dir).map_err(|e| ControlError::RuntimeDir {
+        path: dir.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn remove_stale(path: &Path) -> Result<(), ControlError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ControlError::Io {
+            context: "removing stale",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn remove_if_same(path: &Path, id: (u64, u64)) {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if checks::identity(&meta) == id {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

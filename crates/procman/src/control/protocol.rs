@@ -1,0 +1,382 @@
+//! The wire protocol: newline-delimited JSON, one message per line, shared by the FIFO
+//! (procman 0.12's `run` and `shutdown`) and the socket (which adds requests with replies).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// Longest accepted line, newline excluded.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Protocol version recorded in the discovery file; bumped on incompatible changes.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The `type` values a request may carry.
+pub const KNOWN_TYPES: &[&str] = &[
+    "run",
+    "shutdown",
+    "status",
+    "stop_process",
+    "restart_process",
+];
+
+/// One request from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// Start a new process (`procman start`).
+    Run(RunRequest),
+    /// Shut the server down gracefully (`procman stop`).
+    Shutdown {
+        /// Who asked, for the log.
+        #[serde(default)]
+        user: Option<String>,
+        /// Why, for the log.
+        #[serde(default)]
+        message: Option<String>,
+    },
+    /// Ask for the process table; socket only, answered with [`Reply::Status`].
+    Status,
+    /// Stop one process by name; socket only.
+    StopProcess {
+        /// The process name.
+        name: String,
+    },
+    /// Restart one process by name; socket only.
+    RestartProcess {
+        /// The process name.
+        name: String,
+    },
+}
+
+/// A `run` message. Unknown fields are ignored, as procman 0.12 does, so that newer
+/// clients can add optional fields without breaking older servers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// Process name; a repeated name is deduplicated by the supervisor (`name.1`, …).
+    pub name: String,
+    /// The command line.
+    pub run: String,
+    /// Extra environment, merged over the server's.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub env: BTreeMap<String, String>,
+    /// Dependencies in the config file's forms; validated by the supervisor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends: Option<Value>,
+    /// One-shot task rather than a long-running process.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_false"
+    )]
+    pub once: bool,
+}
+
+/// The server's answer to a socket request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// The request was accepted.
+    Ok {
+        /// What was done.
+        message: String,
+    },
+    /// A `run` request started (or queued) a process.
+    Started {
+        /// The final, possibly deduplicated, name.
+        name: String,
+        /// Its pid once spawned.
+        pid: Option<u32>,
+        /// Its state (see [`ProcessStatus::state`]).
+        state: String,
+    },
+    /// The process table.
+    Status {
+        /// The server's pid.
+        pid: u32,
+        /// The config it serves.
+        config: String,
+        /// One entry per process.
+        processes: Vec<ProcessStatus>,
+    },
+    /// The request was refused or failed.
+    Error {
+        /// Why, in one sentence.
+        message: String,
+    },
+}
+
+/// One row of the process table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    /// Process name.
+    pub name: String,
+    /// Pid while running.
+    pub pid: Option<u32>,
+    /// `waiting`, `running`, `exited`, `failed` or `dormant`.
+    pub state: String,
+    /// The dependency it waits for, while `waiting`.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
+    /// Exit code once exited.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Seconds since (re)start while running.
+    #[serde(default)]
+    pub uptime_secs: Option<f64>,
+    /// How many times it was restarted.
+    #[serde(default)]
+    pub restarts: u32,
+}
+
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Parses one line (a trailing `\n` or `\r\n` is allowed). Errors are one sentence saying
+/// what is wrong with the line.
+pub fn parse_line(line: &[u8]) -> Result<Message, String> {
+    if line.len() > MAX_LINE + 2 {
+        return Err(format!(
+            "message is {} bytes; messages are limited to {MAX_LINE} bytes per line",
+            line.len()
+        ));
+    }
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = std::str::from_utf8(line).map_err(|e| {
+        format!(
+            "message is not UTF-8 text (invalid byte at offset {}); expected one JSON object per line",
+            e.valid_up_to()
+        )
+    })?;
+    if text.trim().is_empty() {
+        return Err("message is empty; expected one JSON object per line".into());
+    }
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("message is not valid JSON: {e}"))?;
+    let Value::Object(object) = &value else {
+        return Err(format!(
+            "message is a JSON {}, not an object; expected {{\"type\": ...}}",
+            kind(&value)
+        ));
+    };
+    let known = KNOWN_TYPES.join(", ");
+    let kind = match object.get("type") {
+        None => {
+            return Err(format!(
+                "message has no `type` field; expected one of: {known}"
+            ));
+        }
+        Some(Value::String(t)) => t.clone(),
+        Some(other) => {
+            return Err(format!(
+                "message `type` is a JSON {}, not a string; expected one of: {known}",
+                kind(other)
+            ));
+        }
+    };
+    if !KNOWN_TYPES.contains(&kind.as_str()) {
+        return Err(format!(
+            "unknown message type {kind:?}; expected one of: {known}"
+        ));
+    }
+    let message: Message =
+        serde_json::from_value(value).map_err(|e| format!("invalid `{kind}` message: {e}"))?;
+    validate(&message)?;
+    Ok(message)
+}
+
+fn validate(message: &Message) -> Result<(), String> {
+    let check_name = |kind: &str, name: &str| {
+        if name.trim().is_empty() {
+            Err(format!("`{kind}` message has an empty `name`"))
+        } else if name.chars().any(char::is_control) {
+            Err(format!(
+                "`{kind}` message has control characters in `name` {name:?}"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match message {
+        Message::Run(run) => {
+            check_name("run", &run.name)?;
+            if run.run.trim().is_empty() {
+                return Err(format!(
+                    "`run` message for {:?} has an empty `run` command",
+                    run.name
+                ));
+            }
+            Ok(())
+        }
+        Message::StopProcess { name } => check_name("stop_process", name),
+        Message::RestartProcess { name } => check_name("restart_process", name),
+        Message::Shutdown { .. } | Message::Status => Ok(()),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Whether `bytes` is syntactically one JSON value (used to find where a glued line's
+/// real message starts).
+pub(crate) fn is_json(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+}
+
+fn to_line<T: Serialize>(value: &T) -> String {
+    // Serializing these plain data types cannot fail; fall back to an error object anyway.
+    let mut line = serde_json::to_string(value)
+        .unwrap_or_else(|e| format!(r#"{{"type":"error","message":"cannot encode: {e}"}}"#));
+    line.push('\n');
+    line
+}
+
+/// Encodes a request as one line with a trailing `\n`.
+pub fn encode(message: &Message) -> String {
+    to_line(message)
+}
+
+/// Encodes a reply as one line with a trailing `\n`.
+pub fn encode_reply(reply: &Reply) -> String {
+    to_line(reply)
+}
+
+/// Parses one reply line.
+pub fn parse_reply(line: &[u8]) -> Result<Reply, String> {
+    serde_json::from_slice(line).map_err(|e| format!("not a valid reply: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(line: &str) -> String {
+        parse_line(line.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn run_full_and_minimal() {
+        let full = r#"{"type":"run","name":"redis-server","run":"redis-server --port 6380","env":{"K":"V"},"depends":[{"url":"http://localhost:8080/health","code":200}],"once":true,"future":1}"#;
+        let Message::Run(run) = parse_line(full.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(run.name, "redis-server");
+        assert_eq!(run.env.get("K").map(String::as_str), Some("V"));
+        assert!(run.once);
+        assert!(run.depends.unwrap().is_array());
+
+        let min = parse_line(b"{\"type\":\"run\",\"name\":\"a\",\"run\":\"true\",\"env\":null}\n")
+            .unwrap();
+        assert_eq!(
+            min,
+            Message::Run(RunRequest {
+                name: "a".into(),
+                run: "true".into(),
+                env: BTreeMap::new(),
+                depends: None,
+                once: false
+            })
+        );
+        assert_eq!(parse_line(encode(&min).as_bytes()).unwrap(), min);
+    }
+
+    #[test]
+    fn other_forms_round_trip() {
+        let shutdown =
+            parse_line(br#"{"type":"shutdown","user":"alice","message":"bye"}"#).unwrap();
+        assert_eq!(
+            shutdown,
+            Message::Shutdown {
+                user: Some("alice".into()),
+                message: Some("bye".into())
+            }
+        );
+        assert_eq!(
+            parse_line(br#"{"type":"shutdown"}"#).unwrap(),
+            Message::Shutdown {
+                user: None,
+                message: None
+            }
+        );
+        for m in [
+            Message::Status,
+            Message::StopProcess { name: "web".into() },
+            Message::RestartProcess { name: "web".into() },
+            shutdown,
+        ] {
+            let line = encode(&m);
+            assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+            assert_eq!(parse_line(line.as_bytes()).unwrap(), m);
+        }
+        let reply = Reply::Status {
+            pid: 1,
+            config: "/x".into(),
+            processes: vec![ProcessStatus {
+                name: "a".into(),
+                pid: Some(2),
+                state: "running".into(),
+                waiting_for: None,
+                exit_code: None,
+                uptime_secs: Some(1.5),
+                restarts: 0,
+            }],
+        };
+        assert_eq!(parse_reply(encode_reply(&reply).as_bytes()).unwrap(), reply);
+    }
+
+    #[test]
+    fn bad_inputs_have_clear_errors() {
+        let e = err(r#"{"type":"run","#);
+        assert!(e.contains("not valid JSON") && e.contains("column"), "{e}");
+        let e = err(r#"{"type":"run","run":"x"}"#);
+        assert!(e.contains("missing field `name`"), "{e}");
+        let e = err(r#"{"type":"run","name":"x"}"#);
+        assert!(e.contains("missing field `run`"), "{e}");
+        let e = err(r#"{"type":"run","name":"x","run":"  "}"#);
+        assert!(e.contains("empty `run`"), "{e}");
+        let e = err(r#"{"type":"run","name":"","run":"true"}"#);
+        assert!(e.contains("empty `name`"), "{e}");
+        let e = err(r#"{"type":"launch"}"#);
+        assert!(
+            e.contains("unknown message type \"launch\"") && e.contains("shutdown"),
+            "{e}"
+        );
+        let e = err(r#"{"name":"x"}"#);
+        assert!(e.contains("no `type`"), "{e}");
+        let e = err("[1,2]");
+        assert!(e.contains("array"), "{e}");
+        let e = parse_line(b"\xff\xfe\x00garbage\n").unwrap_err();
+        assert!(e.contains("not UTF-8"), "{e}");
+        let long = format!(
+            r#"{{"type":"run","name":"x","run":"{}"}}"#,
+            "a".repeat(70 * 1024)
+        );
+        let e = err(&long);
+        assert!(e.contains("limited to 65536"), "{e}");
+        let e = err(r#"{"type":"run","name":"x","run":"y","env":{"A":1}}"#);
+        assert!(e.contains("invalid `run` message"), "{e}");
+    }
+}

@@ -1,0 +1,203 @@
+//! The server's Unix socket: requests with replies (status, stop/restart one process),
+//! only from the same user (checked with `SO_PEERCRED`), each connection bounded in time.
+
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::ControlError;
+use super::checks::{self, Kind};
+use super::fifo::refusal;
+use super::lines::{LineSplitter, Piece};
+use super::listener::{Channel, Incoming, Probe};
+use super::protocol::{MAX_LINE, Reply, encode_reply, parse_line};
+
+/// Room in `sockaddr_un.sun_path` for a path and its terminating NUL.
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
+
+/// Is a server accepting on this socket? `ECONNREFUSED` means it was left by a dead server.
+pub(crate) fn probe(path: &Path) -> Result<Probe, ControlError> {
+    if checks::inspect(path, Kind::Socket)
+        .map_err(|r| refusal(path, r))?
+        .is_none()
+    {
+        return Ok(Probe::Missing);
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Ok(Probe::Live),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(Probe::Stale),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Probe::Missing),
+        Err(source) => Err(ControlError::Io {
+            context: "probing",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Fails early (before anything is created) when the path cannot be bound.
+pub(crate) fn check_length(path: &Path) -> Result<(), ControlError> {
+    let len = path.as_os_str().as_bytes().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(ControlError::PathTooLong {
+            path: path.to_owned(),
+            len,
+            max: MAX_SOCKET_PATH,
+        });
+    }
+    Ok(())
+}
+
+/// Binds the socket and restricts it to mode 0600.
+pub(crate) fn bind(path: &Path) -> Result<(UnixListener, (u64, u64)), ControlError> {
+    let io_err = |context, source| ControlError::Io {
+        context,
+        path: path.to_owned(),
+        source,
+    };
+    let listener = UnixListener::bind(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            ControlError::Insecure {
+                path: path.to_owned(),
+                reason: "it appeared while this server was starting (another `procman serve` starting at the same time?)".into(),
+            }
+        } else {
+            io_err("binding socket", e)
+        }
+    })?;
+    let meta = std::fs::symlink_metadata(path)
+        .and_then(|meta| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            Ok(meta)
+        })
+        .map_err(|e| io_err("securing socket", e))?;
+    checks::check(&meta, Kind::Socket).map_err(|r| refusal(path, r))?;
+    Ok((listener, checks::identity(&meta)))
+}
+
+/// Accepts connections for ever; each is served by its own task, all dropped with this one.
+pub(crate) async fn accept_loop(
+    listener: UnixListener,
+    tx: mpsc::Sender<Incoming>,
+    idle: Duration,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(serve(stream, tx.clone(), idle));
+                }
+                Err(e) => {
+                    let message = format!("accepting a control connection failed: {e}");
+                    if tx.send(Incoming::new(Err(message), Channel::Socket, None)).await.is_err() {
+                        return;
+                    }
+                    // Typically EMFILE: give finishing connections a moment to free descriptors.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Serves one connection: each line is a request, answered with one reply line. A peer
+/// of another user is refused before anything is read (and reported as an error
+/// [`Incoming`]); a peer silent for `idle` is dropped without report, since it sent nothing.
+async fn serve(stream: UnixStream, tx: mpsc::Sender<Incoming>, idle: Duration) {
+    let euid = rustix::process::geteuid().as_raw();
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == euid => {}
+        Ok(cred) => {
+            let pid = cred
+                .pid()
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            let message = format!(
+                "refused a control connection from uid {}{pid}: only uid {euid} may control this server",
+                cred.uid()
+            );
+            let _ = tx
+                .send(Incoming::new(Err(message), Channel::Socket, None))
+                .await;
+            return;
+        }
+        Err(e) => {
+            let message =
+                format!("refused a control connection whose peer cannot be identified: {e}");
+            let _ = tx
+                .send(Incoming::new(Err(message), Channel::Socket, None))
+                .await;
+            return;
+        }
+    }
+    let (mut reader, mut writer) = stream.into_split();
+    let mut splitter = LineSplitter::default();
+    let mut buf = vec![0u8; 8 * 1024];
+    let mut pieces = Vec::new();
+    loop {
+        let eof = match tokio::time::timeout(idle, reader.read(&mut buf)).await {
+            Ok(Ok(0)) => true,
+            Ok(Ok(n)) => {
+                splitter.push(&buf[..n], &mut pieces);
+                false
+            }
+            Ok(Err(_)) | Err(_) => return,
+        };
+        if eof {
+            if let Some(line) = splitter.take_partial() {
+                pieces.push(Piece::Line(line));
+            }
+        }
+        for piece in pieces.drain(..) {
+            let reply = match piece {
+                Piece::Line(line) => match answer(&line, &tx).await {
+                    Some(reply) => reply,
+                    None => return,
+                },
+                Piece::TooLong => {
+                    let message = format!(
+                        "request is longer than {MAX_LINE} bytes; requests are limited to {MAX_LINE} bytes per line"
+                    );
+                    let _ = writer
+                        .write_all(encode_reply(&Reply::Error { message }).as_bytes())
+                        .await;
+                    return;
+                }
+            };
+            if writer
+                .write_all(encode_reply(&reply).as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if eof {
+            return;
+        }
+    }
+}
+
+/// Hands one request to the server and waits for its reply; a request the server drops
+/// unanswered still gets an error reply. `None` once the listener is gone.
+async fn answer(line: &[u8], tx: &mpsc::Sender<Incoming>) -> Option<Reply> {
+    let request = parse_line(line);
+    let fallback = match &request {
+        Err(message) => message.clone(),
+        Ok(_) => "the server dropped the request without answering".to_owned(),
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    tx.send(Incoming::new(request, Channel::Socket, Some(reply_tx)))
+        .await
+        .ok()?;
+    Some(reply_rx.await.unwrap_or(Reply::Error { message: fallback }))
+}
