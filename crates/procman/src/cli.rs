@@ -3,15 +3,16 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config;
 use crate::control::{self, Listener, Message, Reply, RunRequest, RuntimePaths, ServerInfo};
+use crate::lifecycle;
 use crate::output::{ColorChoice, Output, OutputConfig};
 use crate::supervisor::{self, Lifeline};
 
@@ -114,7 +115,13 @@ pub fn main() -> ExitCode {
         Some(Command::Check { config }) => check(&config),
         Some(Command::Run(args)) => run(args, false),
         Some(Command::Serve(args)) => run(args, true),
-        Some(Command::Start { command, config, name, env, once }) => start(&config, &command, name, env, once),
+        Some(Command::Start {
+            command,
+            config,
+            name,
+            env,
+            once,
+        }) => start(&config, &command, name, env, once),
         Some(Command::Stop { config }) => stop(&config),
         Some(Command::Status { config, json }) => status(&config, json),
         None => run(cli.run, false),
@@ -175,5 +182,155 @@ fn run(args: RunArgs, serve: bool) -> Result<i32> {
         log_dir: args.log_dir,
         debug: args.debug,
     };
-    Ok(runtime.block_on(supervisor::run(config, options, output, lifeline)))
+    runtime.block_on(async move {
+        let serve = if serve {
+            let paths = RuntimePaths::for_config(&config.path)?;
+            let listener = Listener::bind(&paths).await?;
+            Some(supervisor::Serve { listener, paths })
+        } else {
+            None
+        };
+        Ok(supervisor::run(config, options, output, lifeline, serve).await)
+    })
+}
+
+/// Paths of the server for `config`, with a one-line error if the config does not exist.
+fn paths_for(config: &Path) -> Result<RuntimePaths> {
+    Ok(RuntimePaths::for_config(config)?)
+}
+
+/// Sends over the socket when the server has one (and gets its reply), else over the
+/// FIFO (a procman 0.12 server, or a socket that cannot be reached).
+fn send(paths: &RuntimePaths, message: &Message) -> Result<Option<Reply>> {
+    if paths.socket.exists() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        if let Ok(reply) =
+            runtime.block_on(control::request(paths, message, Duration::from_secs(10)))
+        {
+            return Ok(Some(reply));
+        }
+    }
+    control::send_fifo(paths, message)?;
+    Ok(None)
+}
+
+fn start(
+    config: &Path,
+    command: &str,
+    name: Option<String>,
+    env: Vec<(String, String)>,
+    once: bool,
+) -> Result<i32> {
+    let name = match name {
+        Some(name) => name,
+        None => default_name(command).context("the command is empty")?,
+    };
+    let paths = paths_for(config)?;
+    let _reference = lifecycle::client_reference(&paths);
+    let run = RunRequest {
+        name,
+        run: command.to_owned(),
+        env: env.into_iter().collect(),
+        depends: None,
+        once,
+    };
+    match send(&paths, &Message::Run(run))? {
+        Some(Reply::Started {
+            name,
+            pid: Some(pid),
+            ..
+        }) => println!("started {name} (pid {pid})"),
+        Some(Reply::Started {
+            name,
+            pid: None,
+            state,
+        }) => println!("added {name} ({state})"),
+        Some(Reply::Error { message }) => bail!("the server refused: {message}"),
+        Some(other) => println!("{}", serde_json::to_string(&other)?),
+        None => {}
+    }
+    Ok(0)
+}
+
+/// `redis-server --port 6380` → `redis-server`; `/usr/bin/python3 x.py` → `python3`.
+fn default_name(command: &str) -> Option<String> {
+    let first = command.split_whitespace().next()?.trim_matches(['"', '\'']);
+    Path::new(first)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+}
+
+fn stop(config: &Path) -> Result<i32> {
+    let paths = paths_for(config)?;
+    let server = ServerInfo::read(&paths.discovery).filter(ServerInfo::is_live);
+    let message = Message::Shutdown {
+        user: std::env::var("USER").ok(),
+        message: Some("User-initiated via CLI".into()),
+    };
+    if let Some(Reply::Error { message }) = send(&paths, &message)? {
+        bail!("the server refused: {message}");
+    }
+    // Return once the server is gone, so `procman stop && procman serve` just works.
+    if let Some(server) = server {
+        if let Ok(process) = procref::process::Process::open(server.pid) {
+            if !process.wait_exit(Some(Duration::from_secs(60))) {
+                bail!(
+                    "the server (pid {}) is still shutting down after 60s",
+                    server.pid
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn status(config: &Path, json: bool) -> Result<i32> {
+    let paths = paths_for(config)?;
+    let _reference = lifecycle::client_reference(&paths);
+    let Some(reply) = send(&paths, &Message::Status)? else {
+        bail!(
+            "the server for {} has no status socket (is it procman 0.12?)",
+            config.display()
+        );
+    };
+    let Reply::Status {
+        pid,
+        config: served,
+        processes,
+    } = reply
+    else {
+        bail!("unexpected reply: {}", serde_json::to_string(&reply)?);
+    };
+    if json {
+        let value = serde_json::json!({ "pid": pid, "config": served, "processes": processes });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(0);
+    }
+    println!("server pid {pid} for {served}");
+    let width = processes
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    println!(
+        "{:width$}  {:>7}  {:8}  {:>4}  {:>9}  {:>8}  WAITING FOR",
+        "NAME", "PID", "STATE", "EXIT", "UPTIME", "RESTARTS"
+    );
+    for p in processes {
+        let dash = || "-".to_owned();
+        let pid = p.pid.map_or_else(dash, |v| v.to_string());
+        let exit = p.exit_code.map_or_else(dash, |v| v.to_string());
+        let uptime = p.uptime_secs.map_or_else(dash, |v| {
+            humantime::format_duration(Duration::from_secs(v as u64)).to_string()
+        });
+        let waiting = p.waiting_for.unwrap_or_default();
+        println!(
+            "{:width$}  {pid:>7}  {:8}  {exit:>4}  {uptime:>9}  {:>8}  {waiting}",
+            p.name, p.state, p.restarts
+        );
+    }
+    Ok(0)
 }

@@ -11,5 +11,6 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod deps;
+pub mod lifecycle;
 pub mod output;
 pub mod supervisor;

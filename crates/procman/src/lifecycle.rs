@@ -55,7 +55,9 @@ pub fn parse_timeout(text: &str) -> Result<Option<Duration>, String> {
 
 /// Formats a timeout the way it is written on the command line.
 pub fn format_timeout(timeout: Option<Duration>) -> String {
-    timeout.map_or("never".into(), |d| humantime::format_duration(d).to_string())
+    timeout.map_or("never".into(), |d| {
+        humantime::format_duration(d).to_string()
+    })
 }
 
 /// The server's side: watches the count on a dedicated thread and calls `on_idle` with
@@ -67,7 +69,9 @@ pub struct IdleWatch {
 impl IdleWatch {
     /// Opens the count for `paths`.
     pub fn new(paths: &RuntimePaths) -> Result<IdleWatch> {
-        Ok(IdleWatch { counter: Arc::new(SysvRefCounter::new(&paths.service_name())?) })
+        Ok(IdleWatch {
+            counter: Arc::new(SysvRefCounter::new(&paths.service_name())?),
+        })
     }
 
     /// Starts watching. The thread sleeps in `semtimedop`; it never polls.
@@ -80,7 +84,9 @@ impl IdleWatch {
             .name("idle-watch".into())
             .spawn(move || match wait_until_idle(&counter, policy) {
                 Ok(reason) => on_idle(reason),
-                Err(e) => on_idle(format!("cannot watch clients any more ({e}); shutting down")),
+                Err(e) => on_idle(format!(
+                    "cannot watch clients any more ({e}); shutting down"
+                )),
             })
             .ok();
     }
@@ -110,7 +116,10 @@ fn wait_until_idle(counter: &SysvRefCounter, policy: IdlePolicy) -> procref::Res
             continue;
         };
         if !counter.wait_nonzero(Some(grace))? && confirm_idle(counter)? {
-            return Ok(format!("idle: no client for {} after the last one left", format_timeout(Some(grace))));
+            return Ok(format!(
+                "idle: no client for {} after the last one left",
+                format_timeout(Some(grace))
+            ));
         }
     }
 }
@@ -149,7 +158,9 @@ pub struct AttachOptions {
 pub async fn attach(config: &Path, options: &AttachOptions, command: &[String]) -> Result<i32> {
     let paths = RuntimePaths::for_config(config)?;
     let counter = SysvRefCounter::new(&paths.service_name())?;
-    counter.acquire().context("taking a reference on the server")?;
+    counter
+        .acquire()
+        .context("taking a reference on the server")?;
     let deadline = Instant::now() + options.startup_timeout;
     let server = ensure_server(&paths, &counter, options).await?;
     if server.version != env!("CARGO_PKG_VERSION") {
@@ -161,7 +172,9 @@ pub async fn attach(config: &Path, options: &AttachOptions, command: &[String]) 
         );
     }
     wait_ready(&paths, deadline).await?;
-    let (program, args) = command.split_first().ok_or_else(|| anyhow!("no command given after --"))?;
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| anyhow!("no command given after --"))?;
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .env("PROCMAN_CONFIG", &paths.config)
@@ -178,12 +191,18 @@ pub async fn attach(config: &Path, options: &AttachOptions, command: &[String]) 
     };
     drop(counter);
     use std::os::unix::process::ExitStatusExt;
-    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
 /// The live server for `paths`, started (detached) if there is none. Runs under the
 /// startup lock, so concurrent attaches start exactly one.
-async fn ensure_server(paths: &RuntimePaths, counter: &SysvRefCounter, options: &AttachOptions) -> Result<ServerInfo> {
+async fn ensure_server(
+    paths: &RuntimePaths,
+    counter: &SysvRefCounter,
+    options: &AttachOptions,
+) -> Result<ServerInfo> {
     let got = tokio::task::block_in_place(|| counter.lock_timeout(options.startup_timeout))?;
     if !got {
         bail!(
@@ -223,8 +242,14 @@ async fn spawn_server(paths: &RuntimePaths, options: &AttachOptions) -> Result<S
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("serve")
         .arg(&paths.config)
-        .args(["--no-client-timeout", &format_timeout(options.no_client_timeout)])
-        .args(["--disconnect-timeout", &format_timeout(options.disconnect_timeout)])
+        .args([
+            "--no-client-timeout",
+            &format_timeout(options.no_client_timeout),
+        ])
+        .args([
+            "--disconnect-timeout",
+            &format_timeout(options.disconnect_timeout),
+        ])
         .current_dir(dir)
         .env("PROCMAN_READY_FD", "3")
         .stdin(Stdio::null())
@@ -243,17 +268,40 @@ async fn spawn_server(paths: &RuntimePaths, options: &AttachOptions) -> Result<S
     drop(ready_write);
     let mut ready = tokio::net::unix::pipe::Receiver::from_owned_fd(ready_read)?;
     let mut buf = Vec::new();
-    let read = tokio::time::timeout(options.startup_timeout, tokio::io::AsyncReadExt::read_to_end(&mut ready, &mut buf)).await;
-    let log_tail = || std::fs::read_to_string(&log_path).unwrap_or_default().lines().rev().take(5).collect::<Vec<_>>().join("\n");
+    let read = tokio::time::timeout(
+        options.startup_timeout,
+        tokio::io::AsyncReadExt::read_to_end(&mut ready, &mut buf),
+    )
+    .await;
+    let log_tail = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     if read.is_err() {
         let _ = child.kill();
-        bail!("the server did not start listening within {}; its log {}:\n{}", format_timeout(Some(options.startup_timeout)), log_path.display(), log_tail());
+        bail!(
+            "the server did not start listening within {}; its log {}:\n{}",
+            format_timeout(Some(options.startup_timeout)),
+            log_path.display(),
+            log_tail()
+        );
     }
     // Reap it in the background if it exits before we do.
     std::thread::spawn(move || child.wait());
     ServerInfo::read(&paths.discovery)
         .filter(ServerInfo::is_live)
-        .ok_or_else(|| anyhow!("the server exited while starting; its log {}:\n{}", log_path.display(), log_tail()))
+        .ok_or_else(|| {
+            anyhow!(
+                "the server exited while starting; its log {}:\n{}",
+                log_path.display(),
+                log_tail()
+            )
+        })
 }
 
 /// Waits until every configured long-running process runs and no dependency is pending.
@@ -264,12 +312,22 @@ async fn wait_ready(paths: &RuntimePaths, deadline: Instant) -> Result<()> {
         match control::request(paths, &Message::Status, left).await? {
             Reply::Status { processes, .. } => {
                 if let Some(failed) = processes.iter().find(|p| p.state == "failed") {
-                    bail!("{} failed (exit code {:?}) while the server was starting", failed.name, failed.exit_code);
+                    bail!(
+                        "{} failed (exit code {:?}) while the server was starting",
+                        failed.name,
+                        failed.exit_code
+                    );
                 }
                 let waiting: Vec<String> = processes
                     .iter()
                     .filter(|p| p.state == "waiting")
-                    .map(|p| format!("{} (waiting for {})", p.name, p.waiting_for.as_deref().unwrap_or("its dependencies")))
+                    .map(|p| {
+                        format!(
+                            "{} (waiting for {})",
+                            p.name,
+                            p.waiting_for.as_deref().unwrap_or("its dependencies")
+                        )
+                    })
                     .collect();
                 if waiting.is_empty() {
                     return Ok(());

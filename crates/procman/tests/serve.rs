@@ -20,7 +20,8 @@ impl Served {
         let sb = Sandbox::new(config);
         let run = sb.file("run");
         std::fs::create_dir(&run).unwrap();
-        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
         Served { sb }
     }
 
@@ -40,15 +41,26 @@ impl Served {
     fn client(&self, args: &[&str]) -> (i32, String, String) {
         let mut running = Running::start(self.cmd(args));
         let status = running.wait(T);
-        (status.code().unwrap_or(-1), running.stdout_text(), running.stderr_text())
+        (
+            status.code().unwrap_or(-1),
+            running.stdout_text(),
+            running.stderr_text(),
+        )
     }
 
     fn runtime_files(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.sb.file("run")).unwrap().map(|e| e.unwrap().path()).collect()
+        std::fs::read_dir(self.sb.file("run"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
     }
 
     fn fifo(&self) -> PathBuf {
-        let paths = procman::control::RuntimePaths::in_dir(&self.sb.file("procman.yaml"), &self.sb.file("run")).unwrap();
+        let paths = procman::control::RuntimePaths::in_dir(
+            &self.sb.file("procman.yaml"),
+            &self.sb.file("run"),
+        )
+        .unwrap();
         paths.fifo
     }
 
@@ -59,13 +71,20 @@ impl Served {
     }
 
     fn names(&self) -> Vec<String> {
-        self.status()["processes"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect()
+        self.status()["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
     }
 }
 
 fn http_ok(port: u16) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
         return false;
@@ -78,20 +97,33 @@ fn http_ok(port: u16) -> bool {
 fn seed_workflow_serve_wait_start_stop() {
     let port = common::free_port();
     let m = common::unique_sleep();
-    let s = Served::new(&format!("api:\n  run: exec python3 -m http.server {port} --bind 127.0.0.1\n"));
+    let s = Served::new(&format!(
+        "api:\n  run: exec python3 -m http.server {port} --bind 127.0.0.1\n"
+    ));
     let mut server = s.serve();
     assert!(eventually(T, || http_ok(port)), "api never became healthy");
     let (code, out, err) = s.client(&["start", &format!("sleep {m}")]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("started sleep (pid "), "{out}");
-    assert!(eventually(T, || !processes_matching(&format!("^sleep {m}")).is_empty()));
+    assert!(eventually(T, || !processes_matching(&format!(
+        "^sleep {m}"
+    ))
+    .is_empty()));
     server.wait_for("sleep: added at runtime", T);
 
     let (code, _, err) = s.client(&["stop"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(server.wait(T).code(), Some(0));
-    assert!(server.stdout_text().contains("shutdown via"), "{}", server.stdout_text());
-    assert!(s.runtime_files().is_empty(), "left behind: {:?}", s.runtime_files());
+    assert!(
+        server.stdout_text().contains("shutdown via"),
+        "{}",
+        server.stdout_text()
+    );
+    assert!(
+        s.runtime_files().is_empty(),
+        "left behind: {:?}",
+        s.runtime_files()
+    );
     assert!(processes_matching(&format!("^sleep {m}")).is_empty());
 }
 
@@ -103,7 +135,10 @@ fn identical_starts_are_deduplicated() {
     for expected in ["sleep", "sleep.1", "sleep.2"] {
         let (code, out, err) = s.client(&["start", &format!("sleep {m}")]);
         assert_eq!(code, 0, "{err}");
-        assert!(out.starts_with(&format!("started {expected} (pid ")), "{out}");
+        assert!(
+            out.starts_with(&format!("started {expected} (pid ")),
+            "{out}"
+        );
     }
     assert_eq!(s.names(), ["sleep", "sleep.1", "sleep.2"]);
     s.client(&["stop"]);
@@ -137,7 +172,12 @@ fn other_config_directories_get_their_own_server() {
     other.wait_for("listening on", T);
     let m = common::unique_sleep();
     let b_config = b.file("procman.yaml");
-    let (code, _, err) = a.client(&["start", "--config", b_config.to_str().unwrap(), &format!("sleep {m}")]);
+    let (code, _, err) = a.client(&[
+        "start",
+        "--config",
+        b_config.to_str().unwrap(),
+        &format!("sleep {m}"),
+    ]);
     assert_eq!(code, 0, "{err}");
     other.wait_for("sleep: added at runtime", T);
     assert!(a.names().is_empty(), "went to the wrong server");
@@ -153,15 +193,24 @@ fn two_hundred_concurrent_starts_lose_nothing() {
     let m = common::unique_sleep();
     let s = Served::new("");
     let mut server = s.serve();
-    let clients: Vec<Running> = (0..200).map(|_| Running::start(s.cmd(&["start", &format!("sleep {m}")]))).collect();
+    let clients: Vec<Running> = (0..200)
+        .map(|_| Running::start(s.cmd(&["start", &format!("sleep {m}")])))
+        .collect();
     for mut c in clients {
-        assert_eq!(c.wait(Duration::from_secs(60)).code(), Some(0), "{}", c.stderr_text());
+        assert_eq!(
+            c.wait(Duration::from_secs(60)).code(),
+            Some(0),
+            "{}",
+            c.stderr_text()
+        );
     }
     let mut names = s.names();
     names.sort();
     names.dedup();
     assert_eq!(names.len(), 200);
-    assert!(eventually(T, || processes_matching(&format!("^sleep {m}")).len() == 200));
+    assert!(eventually(T, || processes_matching(&format!("^sleep {m}"))
+        .len()
+        == 200));
     s.client(&["stop"]);
     server.wait(Duration::from_secs(60));
     assert!(eventually(T, || processes_matching(&format!("^sleep {m}")).is_empty()));
@@ -188,9 +237,16 @@ fn bad_fifo_input_is_reported_and_skipped() {
     let m = common::unique_sleep();
     let (code, _, err) = s.client(&["start", "--name", "survivor", &format!("sleep {m}")]);
     assert_eq!(code, 0, "{err}");
-    assert!(eventually(T, || s.names().contains(&"survivor".to_owned())), "{}", server.stdout_text());
+    assert!(
+        eventually(T, || s.names().contains(&"survivor".to_owned())),
+        "{}",
+        server.stdout_text()
+    );
     let log = server.stdout_text();
-    assert!(log.matches("ignored a bad control message").count() >= 6, "{log}");
+    assert!(
+        log.matches("ignored a bad control message").count() >= 6,
+        "{log}"
+    );
     s.client(&["stop"]);
     assert_eq!(server.wait(T).code(), Some(0));
 }
@@ -200,9 +256,16 @@ fn unsafe_fifo_paths_are_refused_and_untouched() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let s = Served::new("");
     let fifo = s.fifo();
-    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
-        ("regular file", Box::new(|| std::fs::write(&fifo, b"precious").unwrap())),
-        ("symlink", Box::new(|| std::os::unix::fs::symlink(s.sb.file("procman.yaml"), &fifo).unwrap())),
+    type Make<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Make)> = vec![
+        (
+            "regular file",
+            Box::new(|| std::fs::write(&fifo, b"precious").unwrap()),
+        ),
+        (
+            "symlink",
+            Box::new(|| std::os::unix::fs::symlink(s.sb.file("procman.yaml"), &fifo).unwrap()),
+        ),
         (
             "fifo mode 0666",
             Box::new(|| {
@@ -219,12 +282,24 @@ fn unsafe_fifo_paths_are_refused_and_untouched() {
         let mut server = Running::start(s.cmd(&["serve"]));
         let status = server.wait(T);
         assert_ne!(status.code(), Some(0), "{what}: accepted");
-        assert!(server.stderr_text().contains(fifo.to_str().unwrap()), "{what}: {}", server.stderr_text());
+        assert!(
+            server.stderr_text().contains(fifo.to_str().unwrap()),
+            "{what}: {}",
+            server.stderr_text()
+        );
         let after = std::fs::symlink_metadata(&fifo).unwrap();
-        assert_eq!((before.ino(), before.mode(), before.len()), (after.ino(), after.mode(), after.len()), "{what}: touched");
+        assert_eq!(
+            (before.ino(), before.mode(), before.len()),
+            (after.ino(), after.mode(), after.len()),
+            "{what}: touched"
+        );
         std::fs::remove_file(&fifo).unwrap();
     }
-    assert_eq!(std::fs::read(s.sb.file("procman.yaml")).unwrap(), b"", "symlink target written to");
+    assert_eq!(
+        std::fs::read(s.sb.file("procman.yaml")).unwrap(),
+        b"",
+        "symlink target written to"
+    );
 }
 
 #[test]
@@ -233,7 +308,10 @@ fn after_kill_9_the_next_serve_starts_cleanly() {
     let server = s.serve();
     server.signal(libc::SIGKILL);
     drop(server);
-    assert!(!s.runtime_files().is_empty(), "a SIGKILLed server leaves its files");
+    assert!(
+        !s.runtime_files().is_empty(),
+        "a SIGKILLed server leaves its files"
+    );
     let mut again = s.serve();
     let m = common::unique_sleep();
     let (code, out, err) = s.client(&["start", &format!("sleep {m}")]);
@@ -251,7 +329,11 @@ fn a_second_server_for_the_same_config_is_refused() {
     let mut second = Running::start(s.cmd(&["serve"]));
     assert_ne!(second.wait(T).code(), Some(0));
     let pid = first.pid().to_string();
-    assert!(second.stderr_text().contains(&pid), "should name pid {pid}: {}", second.stderr_text());
+    assert!(
+        second.stderr_text().contains(&pid),
+        "should name pid {pid}: {}",
+        second.stderr_text()
+    );
     s.client(&["stop"]);
     first.wait(T);
 }
@@ -269,16 +351,27 @@ fn status_restart_and_stop_process_over_the_socket() {
     let (code, _, err) = s.client(&["status"]);
     assert_eq!(code, 0, "{err}");
 
-    let paths = procman::control::RuntimePaths::in_dir(&s.sb.file("procman.yaml"), &s.sb.file("run")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let restart = procman::control::Message::RestartProcess { name: "worker".into() };
-    rt.block_on(procman::control::request(&paths, &restart, T)).unwrap();
+    let paths =
+        procman::control::RuntimePaths::in_dir(&s.sb.file("procman.yaml"), &s.sb.file("run"))
+            .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let restart = procman::control::Message::RestartProcess {
+        name: "worker".into(),
+    };
+    rt.block_on(procman::control::request(&paths, &restart, T))
+        .unwrap();
     let after = s.status();
     assert_eq!(after["processes"][0]["restarts"], 1);
     assert_ne!(after["processes"][0]["pid"].as_u64().unwrap(), pid);
 
-    let stop = procman::control::Message::StopProcess { name: "worker".into() };
-    rt.block_on(procman::control::request(&paths, &stop, T)).unwrap();
+    let stop = procman::control::Message::StopProcess {
+        name: "worker".into(),
+    };
+    rt.block_on(procman::control::request(&paths, &stop, T))
+        .unwrap();
     assert_eq!(s.status()["processes"][0]["state"], "exited");
     assert!(processes_matching(&format!("^sleep {m}")).is_empty());
     s.client(&["stop"]);

@@ -18,7 +18,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
 use crate::config::{self, Config, Location, OnFail, ProcessSpec, template};
-use crate::control::{Incoming, Listener, Message, ProcessStatus, Reply, RunRequest, RuntimePaths, ServerInfo};
+use crate::control::{
+    Channel, Incoming, Listener, Message, ProcessStatus, Reply, RunRequest, RuntimePaths,
+    ServerInfo,
+};
 use crate::deps::{self, ExitState, Progress};
 use crate::output::Output;
 pub use child::Shell;
@@ -79,6 +82,7 @@ enum Event {
         check: String,
     },
     Signal(i32),
+    Control(Incoming),
 }
 
 enum State {
@@ -100,11 +104,22 @@ struct Proc {
     exit_code: Option<i32>,
     /// Restarts requested through the control socket.
     restarts: u32,
+    /// Its last run was ended on request (`stop_process`), so its exit is not a failure.
+    stopped_on_request: bool,
 }
 
 impl Proc {
     fn new(spec: ProcessSpec, group: Option<String>, state: State) -> Proc {
-        Proc { spec, group, state, tasks: vec![], started_seq: 0, exit_code: None, restarts: 0 }
+        Proc {
+            spec,
+            group,
+            state,
+            tasks: vec![],
+            started_seq: 0,
+            exit_code: None,
+            restarts: 0,
+            stopped_on_request: false,
+        }
     }
 }
 
@@ -118,7 +133,11 @@ pub async fn run(
     serve: Option<Serve>,
 ) -> i32 {
     let (events, inbox) = mpsc::unbounded_channel();
-    let name_uses = config.processes.iter().map(|p| (p.name.clone(), 1)).collect();
+    let name_uses = config
+        .processes
+        .iter()
+        .map(|p| (p.name.clone(), 1))
+        .collect();
     let (board, _) = watch::channel(BTreeMap::new());
     let mut base_env: BTreeMap<String, String> = std::env::vars().collect();
     base_env.extend(options.extra_env.clone());
@@ -152,14 +171,26 @@ struct Supervisor {
     board: watch::Sender<BTreeMap<String, ExitState>>,
     seq: u64,
     waiting: BTreeMap<String, String>,
+    /// How often each name was used, for `name`, `name.1`, `name.2`, … of runtime processes.
+    name_uses: BTreeMap<String, u32>,
+    /// In serve mode: the task forwarding control requests, and where the runtime files are.
+    serve: Option<(AbortHandle, RuntimePaths)>,
 }
 
 impl Supervisor {
-    async fn main(&mut self, mut inbox: mpsc::UnboundedReceiver<Event>) -> i32 {
+    async fn main(
+        &mut self,
+        mut inbox: mpsc::UnboundedReceiver<Event>,
+        serve: Option<Serve>,
+    ) -> i32 {
         self.forward_signals();
         let count = self.config.processes.iter().filter(|p| p.autostart).count();
+        let mode = if serve.is_some() { "serve" } else { "run" };
         self.output
-            .procman(&format!("started with {count} process(es), mode=run"));
+            .procman(&format!("started with {count} process(es), mode={mode}"));
+        if let Some(serve) = serve {
+            self.start_serving(serve);
+        }
         let stop = match self.start_all() {
             Err(stop) => stop,
             Ok(()) => loop {
@@ -169,12 +200,234 @@ impl Supervisor {
                 let Some(event) = inbox.recv().await else {
                     break Stop::Finished;
                 };
-                if let Some(stop) = self.handle(event) {
+                let stop = match event {
+                    Event::Control(incoming) => self.control(incoming).await,
+                    event => self.handle(event),
+                };
+                if let Some(stop) = stop {
                     break stop;
                 }
             },
         };
         self.shutdown(stop, &mut inbox).await
+    }
+
+    /// Forwards control requests into the event loop and publishes the discovery file.
+    fn start_serving(&mut self, serve: Serve) {
+        let Serve {
+            mut listener,
+            paths,
+        } = serve;
+        let events = self.events.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(incoming) = listener.next().await {
+                if events.send(Event::Control(incoming)).is_err() {
+                    break;
+                }
+            }
+        });
+        if let Err(e) = ServerInfo::current(&paths).write(&paths.discovery) {
+            self.output
+                .procman(&format!("cannot write {}: {e}", paths.discovery.display()));
+        }
+        self.output.procman(&format!(
+            "listening on {} and {}",
+            paths.fifo.display(),
+            paths.socket.display()
+        ));
+        self.serve = Some((forward.abort_handle(), paths));
+    }
+
+    /// Answers one control request (FIFO or socket).
+    async fn control(&mut self, incoming: Incoming) -> Option<Stop> {
+        let request = match &incoming.request {
+            Ok(request) => request.clone(),
+            Err(problem) => {
+                self.output
+                    .procman(&format!("ignored a bad control message: {problem}"));
+                let message = problem.clone();
+                incoming.reply(Reply::Error { message });
+                return None;
+            }
+        };
+        let via = match incoming.via {
+            Channel::Fifo => "FIFO",
+            Channel::Socket => "socket",
+        };
+        let (reply, stop) = match request {
+            Message::Run(run) => (self.run_request(run), None),
+            Message::Shutdown { user, message } => {
+                let who = user.unwrap_or_else(|| "unknown user".into());
+                let why = message.unwrap_or_else(|| "no reason given".into());
+                let reason = format!("shutdown via {via}: {who}: {why}");
+                let reply = Reply::Ok {
+                    message: "shutting down".into(),
+                };
+                (reply, Some(Stop::Requested { reason }))
+            }
+            Message::Status => (self.status(), None),
+            Message::StopProcess { name } => (self.stop_request(&name, false).await, None),
+            Message::RestartProcess { name } => (self.stop_request(&name, true).await, None),
+        };
+        incoming.reply(reply);
+        stop
+    }
+
+    /// Adds a process sent by `procman start` (or any writer of the protocol).
+    fn run_request(&mut self, run: RunRequest) -> Reply {
+        // A dormant configured process is started by name, with the request's env on top.
+        if let Some(index) = self.index_of(&run.name) {
+            if matches!(self.procs[index].state, State::Dormant) {
+                let mut spec = self.procs[index].spec.clone();
+                spec.env.extend(run.env);
+                self.procs.remove(index);
+                self.add(spec, None, BTreeMap::new());
+                return self.started_reply(&run.name);
+            }
+        }
+        let mut env = self.base_env.clone();
+        env.extend(run.env.clone());
+        let depends = match &run.depends {
+            None => Vec::new(),
+            Some(value) => match config::parse_dependencies_json(value, &env) {
+                Ok(depends) => depends,
+                Err(problem) => {
+                    let message = format!("{}: bad depends: {problem}", run.name);
+                    self.output
+                        .procman(&format!("ignored a run request: {message}"));
+                    return Reply::Error { message };
+                }
+            },
+        };
+        let name = self.unique_name(&run.name);
+        let spec = ProcessSpec {
+            name: name.clone(),
+            run: run.run,
+            env: run.env,
+            once: run.once,
+            autostart: true,
+            depends,
+            for_each: None,
+            watch: Vec::new(),
+            cwd: None,
+            stop_timeout: Duration::from_secs(2),
+            location: Location::default(),
+        };
+        self.output.procman(&format!("{name}: added at runtime"));
+        self.add(spec, None, BTreeMap::new());
+        self.started_reply(&name)
+    }
+
+    fn started_reply(&self, name: &str) -> Reply {
+        let Some(index) = self.index_of(name) else {
+            return Reply::Error {
+                message: format!("{name} vanished"),
+            };
+        };
+        let name = name.to_owned();
+        match &self.procs[index].state {
+            State::Running(child) => Reply::Started {
+                name,
+                pid: Some(child.pid()),
+                state: "running".into(),
+            },
+            State::Waiting => Reply::Started {
+                name,
+                pid: None,
+                state: "waiting".into(),
+            },
+            _ => Reply::Error {
+                message: format!("{name} could not be started; see the server's log"),
+            },
+        }
+    }
+
+    /// `name`, then `name.1`, `name.2`, …; the first use is never suffixed.
+    fn unique_name(&mut self, base: &str) -> String {
+        loop {
+            let uses = self.name_uses.entry(base.to_owned()).or_insert(0);
+            let name = if *uses == 0 {
+                base.to_owned()
+            } else {
+                format!("{base}.{uses}")
+            };
+            *uses += 1;
+            if self.index_of(&name).is_none() {
+                return name;
+            }
+        }
+    }
+
+    fn status(&self) -> Reply {
+        let processes = self
+            .procs
+            .iter()
+            .map(|p| {
+                let (state, pid, uptime) = match &p.state {
+                    State::Dormant => ("dormant", None, None),
+                    State::Waiting => ("waiting", None, None),
+                    State::Running(child) => {
+                        let uptime = child.started.elapsed().as_secs_f64();
+                        ("running", Some(child.pid()), Some(uptime))
+                    }
+                    State::Exited
+                        if !p.stopped_on_request && p.exit_code.is_some_and(|c| c != 0) =>
+                    {
+                        ("failed", None, None)
+                    }
+                    State::Exited => ("exited", None, None),
+                };
+                ProcessStatus {
+                    name: p.spec.name.clone(),
+                    pid,
+                    state: state.into(),
+                    waiting_for: self.waiting.get(&p.spec.name).cloned(),
+                    exit_code: p.exit_code,
+                    uptime_secs: uptime,
+                    restarts: p.restarts,
+                }
+            })
+            .collect();
+        Reply::Status {
+            pid: std::process::id(),
+            config: self.config.path.display().to_string(),
+            processes,
+        }
+    }
+
+    /// Stops one process without shutting the server down; with `restart`, starts it again.
+    async fn stop_request(&mut self, name: &str, restart: bool) -> Reply {
+        let Some(index) = self.index_of(name) else {
+            return Reply::Error {
+                message: format!("no process named {name}"),
+            };
+        };
+        self.procs[index].tasks.drain(..).for_each(|t| t.abort());
+        self.clear_waiting(name);
+        match self.procs[index].state {
+            State::Running(_) => {
+                self.stop_one(index, false, None).await;
+                self.procs[index].stopped_on_request = true;
+            }
+            State::Waiting => self.procs[index].state = State::Exited,
+            State::Dormant | State::Exited => {}
+        }
+        if !restart {
+            return Reply::Ok {
+                message: format!("stopped {name}"),
+            };
+        }
+        self.procs[index].restarts += 1;
+        self.procs[index].stopped_on_request = false;
+        self.procs[index].state = State::Waiting;
+        if let Some(stop) = self.launch(index, BTreeMap::new()) {
+            let message = match stop {
+                Stop::Failure { reason, .. } | Stop::Requested { reason } => reason,
+                Stop::Finished => String::new(),
+            };
+            return Reply::Error { message };
+        }
+        self.started_reply(name)
     }
 
     fn forward_signals(&self) {
@@ -200,13 +453,7 @@ impl Supervisor {
             // Stale outputs of a previous run must not satisfy this run's templates.
             let _ = std::fs::remove_file(self.output_file(&spec.name));
             if !spec.autostart {
-                self.procs.push(Proc {
-                    spec,
-                    group: None,
-                    state: State::Dormant,
-                    tasks: vec![],
-                    started_seq: 0,
-                });
+                self.procs.push(Proc::new(spec, None, State::Dormant));
                 continue;
             }
             for (instance, group) in self.expand(&spec)? {
@@ -276,13 +523,7 @@ impl Supervisor {
         let _ = self.output.register(&spec.name);
         let index = self.procs.len();
         let has_deps = !spec.depends.is_empty();
-        self.procs.push(Proc {
-            spec,
-            group,
-            state: State::Waiting,
-            tasks: vec![],
-            started_seq: 0,
-        });
+        self.procs.push(Proc::new(spec, group, State::Waiting));
         if has_deps {
             self.start_waiter(index);
         } else {
@@ -529,7 +770,9 @@ impl Supervisor {
             }
             // Control requests are async and answered by `control`, from the main loop.
             Event::Control(incoming) => {
-                incoming.reply(Reply::Error { message: "not accepted at this point".into() });
+                incoming.reply(Reply::Error {
+                    message: "not accepted at this point".into(),
+                });
                 None
             }
             Event::Signal(sig) => {
@@ -699,7 +942,7 @@ impl Supervisor {
         &mut self,
         index: usize,
         mut kill_now: bool,
-        inbox: &mut mpsc::UnboundedReceiver<Event>,
+        mut inbox: Option<&mut mpsc::UnboundedReceiver<Event>>,
     ) -> bool {
         let proc = &mut self.procs[index];
         let name = proc.spec.name.clone();
@@ -741,7 +984,8 @@ impl Supervisor {
         let elapsed = child.started.elapsed().as_secs_f64();
         self.lifeline.forget(pid);
         if let Some(status) = status {
-            let (how, _) = describe_exit(status);
+            let (how, code) = describe_exit(status);
+            self.procs[index].exit_code = Some(code);
             self.output
                 .procman(&format!("{name} [{pid}] {how} after {elapsed:.1}s"));
         }
