@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config;
 use crate::control::{self, Listener, Message, Reply, RunRequest, RuntimePaths, ServerInfo};
-use crate::lifecycle;
+use crate::lifecycle::{self, IdlePolicy};
 use crate::output::{ColorChoice, Output, OutputConfig};
 use crate::supervisor::{self, Lifeline};
 
@@ -38,7 +38,27 @@ enum Command {
     /// Start every process in the config and supervise them until they finish or fail.
     Run(RunArgs),
     /// Like run, and also accept processes at runtime (FIFO and socket) until stopped.
-    Serve(RunArgs),
+    Serve(ServeArgs),
+    /// Run COMMAND while holding a reference on the config's shared server, starting
+    /// the server if none runs; the server stops itself once no client is left.
+    Attach {
+        /// Config file of the server.
+        #[arg(default_value = "procman.yaml")]
+        config: PathBuf,
+        /// For a server this attach starts: shut down once no client has been left this
+        /// long (humantime like 30s, or never).
+        #[arg(long, env = "PROCMAN_DISCONNECT_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+        disconnect_timeout: Timeout,
+        /// For a server this attach starts: shut down if no client ever arrives this long.
+        #[arg(long, env = "PROCMAN_NO_CLIENT_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+        no_client_timeout: Timeout,
+        /// Bound on starting the server and waiting for its processes and dependencies.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        startup_timeout: Duration,
+        /// The command to run, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Send a process to a running `procman serve`.
     Start {
         /// The command line to run; the name defaults to its first word's basename.
@@ -80,6 +100,26 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Shut down if no client holds a reference this long after listening (default never).
+    #[arg(long, env = "PROCMAN_NO_CLIENT_TIMEOUT", default_value = "never", value_parser = parse_timeout)]
+    no_client_timeout: Timeout,
+    /// Shut down once no client has held a reference this long (default never).
+    #[arg(long, env = "PROCMAN_DISCONNECT_TIMEOUT", default_value = "never", value_parser = parse_timeout)]
+    disconnect_timeout: Timeout,
+}
+
+/// A timeout flag: a duration, or `never`.
+#[derive(Debug, Clone, Copy)]
+struct Timeout(Option<Duration>);
+
+fn parse_timeout(text: &str) -> Result<Timeout, String> {
+    lifecycle::parse_timeout(text).map(Timeout)
+}
+
+#[derive(Debug, Args)]
 struct RunArgs {
     /// Path to the config file.
     #[arg(default_value = "procman.yaml")]
@@ -113,8 +153,33 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Check { config }) => check(&config),
-        Some(Command::Run(args)) => run(args, false),
-        Some(Command::Serve(args)) => run(args, true),
+        Some(Command::Run(args)) => run(args, None),
+        Some(Command::Serve(args)) => {
+            let idle = IdlePolicy {
+                no_client: args.no_client_timeout.0,
+                disconnect: args.disconnect_timeout.0,
+            };
+            run(args.run, Some(idle))
+        }
+        Some(Command::Attach {
+            config,
+            disconnect_timeout,
+            no_client_timeout,
+            startup_timeout,
+            command,
+        }) => {
+            let options = lifecycle::AttachOptions {
+                disconnect_timeout: disconnect_timeout.0,
+                no_client_timeout: no_client_timeout.0,
+                startup_timeout,
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")
+                .and_then(|rt| rt.block_on(lifecycle::attach(&config, &options, &command)))
+        }
         Some(Command::Start {
             command,
             config,
@@ -124,7 +189,7 @@ pub fn main() -> ExitCode {
         }) => start(&config, &command, name, env, once),
         Some(Command::Stop { config }) => stop(&config),
         Some(Command::Status { config, json }) => status(&config, json),
-        None => run(cli.run, false),
+        None => run(cli.run, None),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -145,7 +210,10 @@ fn check(path: &std::path::Path) -> Result<i32> {
     }
 }
 
-fn run(args: RunArgs, serve: bool) -> Result<i32> {
+/// `run`, or `serve` when an idle policy is given.
+fn run(args: RunArgs, serve: Option<IdlePolicy>) -> Result<i32> {
+    // Before any thread exists (so taking it out of the environment is sound).
+    let ready = serve.and_then(|_| take_ready_pipe());
     if args.debug && !std::io::stdin().is_terminal() {
         bail!("--debug needs an interactive terminal (stdin is not a TTY)");
     }
@@ -157,7 +225,7 @@ fn run(args: RunArgs, serve: bool) -> Result<i32> {
             return Ok(1);
         }
     };
-    if config.processes.is_empty() && !serve {
+    if config.processes.is_empty() && serve.is_none() {
         bail!(
             "{} defines no processes; add one, e.g.\n  web:\n    run: python3 -m http.server 8000",
             args.config.display()
@@ -183,15 +251,37 @@ fn run(args: RunArgs, serve: bool) -> Result<i32> {
         debug: args.debug,
     };
     runtime.block_on(async move {
-        let serve = if serve {
-            let paths = RuntimePaths::for_config(&config.path)?;
-            let listener = Listener::bind(&paths).await?;
-            Some(supervisor::Serve { listener, paths })
-        } else {
-            None
+        let serve = match serve {
+            Some(idle) => {
+                let paths = RuntimePaths::for_config(&config.path)?;
+                let listener = Listener::bind(&paths).await?;
+                Some(supervisor::Serve {
+                    listener,
+                    paths,
+                    idle,
+                    ready,
+                })
+            }
+            None => None,
         };
         Ok(supervisor::run(config, options, output, lifeline, serve).await)
     })
+}
+
+/// The pipe on which a server started by `attach` reports that it listens (fd 3, named by
+/// `PROCMAN_READY_FD`), taken out of the environment so children do not inherit it.
+fn take_ready_pipe() -> Option<std::fs::File> {
+    let fd: i32 = std::env::var("PROCMAN_READY_FD").ok()?.parse().ok()?;
+    // SAFETY: called first thing in main, while the process is single-threaded.
+    unsafe { std::env::remove_var("PROCMAN_READY_FD") };
+    if fd < 3 {
+        return None;
+    }
+    // SAFETY: `attach` placed the pipe's write end at this descriptor for us alone.
+    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // Our children must not hold it open (attach waits for "ready" or EOF).
+    let _ = rustix::io::fcntl_setfd(&file, rustix::io::FdFlags::CLOEXEC);
+    Some(file)
 }
 
 /// Paths of the server for `config`, with a one-line error if the config does not exist.

@@ -14,6 +14,7 @@
 //! attaches at that moment either keeps the server alive or starts a fresh one: never
 //! attaches to one that is leaving.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -134,12 +135,48 @@ fn confirm_idle(counter: &SysvRefCounter) -> procref::Result<bool> {
     Ok(false)
 }
 
-/// A reference held by a short-lived client (`start`, `stop`, `status`) while it runs,
-/// so a sequence of CLI commands keeps a warm server (ADR-0004).
-pub fn client_reference(paths: &RuntimePaths) -> Option<SysvRefCounter> {
-    let counter = SysvRefCounter::new(&paths.service_name()).ok()?;
-    counter.acquire().ok()?;
-    Some(counter)
+/// A client's reference on a server's count, held while the client runs (`attach` for
+/// its command, `start`/`status` for themselves), so a sequence of CLI commands keeps a
+/// warm server (ADR-0004). Dropping it releases the reference and, when no live server is
+/// left to own the semaphore set, removes the set: clients never leave one behind.
+pub struct ClientReference {
+    counter: SysvRefCounter,
+    discovery: std::path::PathBuf,
+}
+
+impl ClientReference {
+    /// Takes one reference on the count of `paths`' server.
+    pub fn acquire(paths: &RuntimePaths) -> Result<ClientReference> {
+        let counter = SysvRefCounter::new(&paths.service_name())?;
+        counter
+            .acquire()
+            .context("taking a reference on the server")?;
+        Ok(ClientReference {
+            counter,
+            discovery: paths.discovery.clone(),
+        })
+    }
+
+    fn counter(&self) -> &SysvRefCounter {
+        &self.counter
+    }
+}
+
+impl Drop for ClientReference {
+    fn drop(&mut self) {
+        let _ = self.counter.release();
+        if ServerInfo::read(&self.discovery)
+            .filter(ServerInfo::is_live)
+            .is_none()
+        {
+            let _ = self.counter.try_remove();
+        }
+    }
+}
+
+/// [`ClientReference::acquire`], for clients that work without one (best effort).
+pub fn client_reference(paths: &RuntimePaths) -> Option<ClientReference> {
+    ClientReference::acquire(paths).ok()
 }
 
 /// Options of `procman attach`.
@@ -157,12 +194,9 @@ pub struct AttachOptions {
 /// waits until it is ready, runs COMMAND, and returns COMMAND's exit code.
 pub async fn attach(config: &Path, options: &AttachOptions, command: &[String]) -> Result<i32> {
     let paths = RuntimePaths::for_config(config)?;
-    let counter = SysvRefCounter::new(&paths.service_name())?;
-    counter
-        .acquire()
-        .context("taking a reference on the server")?;
+    let reference = ClientReference::acquire(&paths)?;
     let deadline = Instant::now() + options.startup_timeout;
-    let server = ensure_server(&paths, &counter, options).await?;
+    let server = ensure_server(&paths, reference.counter(), options).await?;
     if server.version != env!("CARGO_PKG_VERSION") {
         eprintln!(
             "procman: warning: the server (pid {}) runs procman {}, this client is {}; carrying on",
@@ -189,7 +223,7 @@ pub async fn attach(config: &Path, options: &AttachOptions, command: &[String]) 
             _ = interrupts.recv() => {}
         }
     };
-    drop(counter);
+    drop(reference);
     use std::os::unix::process::ExitStatusExt;
     Ok(status
         .code()
@@ -230,7 +264,7 @@ async fn spawn_server(paths: &RuntimePaths, options: &AttachOptions) -> Result<S
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .mode_0600()
+        .mode(0o600)
         .open(&log_path)
         .with_context(|| format!("opening the server log {}", log_path.display()))?;
     let (ready_read, ready_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
@@ -339,14 +373,4 @@ async fn wait_ready(paths: &RuntimePaths, deadline: Instant) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     bail!("the server's processes were not ready in time: {pending}")
-}
-
-trait Mode0600 {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-
-impl Mode0600 for std::fs::OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
-    }
 }

@@ -23,6 +23,7 @@ use crate::control::{
     ServerInfo,
 };
 use crate::deps::{self, ExitState, Progress};
+use crate::lifecycle::{IdlePolicy, IdleWatch};
 use crate::output::Output;
 pub use child::Shell;
 use child::{Child, ExitSignal, Launch, describe_exit};
@@ -45,6 +46,10 @@ pub struct Serve {
     pub listener: Listener,
     /// Where they and the discovery file live.
     pub paths: RuntimePaths,
+    /// When to shut down for lack of clients.
+    pub idle: IdlePolicy,
+    /// Told "ready" once the server listens (by `attach`, which started it).
+    pub ready: Option<std::fs::File>,
 }
 
 /// Why the supervisor is shutting down.
@@ -83,6 +88,8 @@ enum Event {
     },
     Signal(i32),
     Control(Incoming),
+    /// No client for long enough (the idle watch holds the startup lock).
+    Idle(String),
 }
 
 enum State {
@@ -174,7 +181,16 @@ struct Supervisor {
     /// How often each name was used, for `name`, `name.1`, `name.2`, … of runtime processes.
     name_uses: BTreeMap<String, u32>,
     /// In serve mode: the task forwarding control requests, and where the runtime files are.
-    serve: Option<(AbortHandle, RuntimePaths)>,
+    serve: Option<Serving>,
+}
+
+struct Serving {
+    forward: AbortHandle,
+    paths: RuntimePaths,
+    idle: Option<IdleWatch>,
+    /// Started by `attach`, with stdout in a log beside the runtime files: on a clean exit
+    /// that log repeats `procman.log` and goes too.
+    started_by_attach: bool,
 }
 
 impl Supervisor {
@@ -212,11 +228,14 @@ impl Supervisor {
         self.shutdown(stop, &mut inbox).await
     }
 
-    /// Forwards control requests into the event loop and publishes the discovery file.
+    /// Forwards control requests into the event loop, publishes the discovery file, starts
+    /// the idle watch, and tells `attach` (if it started us) that we listen.
     fn start_serving(&mut self, serve: Serve) {
         let Serve {
             mut listener,
             paths,
+            idle,
+            ready,
         } = serve;
         let events = self.events.clone();
         let forward = tokio::spawn(async move {
@@ -235,7 +254,39 @@ impl Supervisor {
             paths.fifo.display(),
             paths.socket.display()
         ));
-        self.serve = Some((forward.abort_handle(), paths));
+        let watch = match IdleWatch::new(&paths) {
+            Ok(watch) => {
+                let events = self.events.clone();
+                watch.spawn(idle, move |reason| {
+                    let _ = events.send(Event::Idle(reason));
+                });
+                Some(watch)
+            }
+            Err(e) => {
+                self.output.procman(&format!(
+                    "cannot watch for clients, idle shutdown is off: {e:#}"
+                ));
+                None
+            }
+        };
+        if !idle.is_never() {
+            self.output.procman(&format!(
+                "idle shutdown: no-client timeout {}, disconnect timeout {}",
+                crate::lifecycle::format_timeout(idle.no_client),
+                crate::lifecycle::format_timeout(idle.disconnect)
+            ));
+        }
+        let started_by_attach = ready.is_some();
+        if let Some(mut ready) = ready {
+            use std::io::Write;
+            let _ = ready.write_all(b"ready\n");
+        }
+        self.serve = Some(Serving {
+            forward: forward.abort_handle(),
+            paths,
+            idle: watch,
+            started_by_attach,
+        });
     }
 
     /// Answers one control request (FIFO or socket).
@@ -775,6 +826,10 @@ impl Supervisor {
                 });
                 None
             }
+            Event::Idle(reason) => {
+                self.output.procman(&reason);
+                Some(Stop::Requested { reason })
+            }
             Event::Signal(sig) => {
                 let name = if sig == libc::SIGINT {
                     "SIGINT"
@@ -908,8 +963,17 @@ impl Supervisor {
             Stop::Finished => 0,
         };
         // New requests now get "no server" instead of being ignored.
-        if let Some((forward, _)) = &self.serve {
-            forward.abort();
+        if let Some(serving) = &self.serve {
+            // No longer discoverable: new clients get "no server" or start a fresh one
+            // instead of talking to one that is leaving.
+            serving.forward.abort();
+            let paths = &serving.paths;
+            for path in [&paths.discovery, &paths.fifo, &paths.socket] {
+                let _ = procref::discovery::remove(path);
+            }
+            if let Some(idle) = &serving.idle {
+                idle.unlock();
+            }
         }
         self.waiting.clear();
         self.output.set_status(None);
@@ -928,8 +992,13 @@ impl Supervisor {
         for index in order {
             kill_now = self.stop_one(index, kill_now, Some(&mut *inbox)).await;
         }
-        if let Some((_, paths)) = &self.serve {
-            let _ = procref::discovery::remove(&paths.discovery);
+        if let Some(serving) = &self.serve {
+            if let Some(idle) = &serving.idle {
+                idle.remove_if_unused();
+            }
+            if serving.started_by_attach {
+                let _ = procref::discovery::remove(&serving.paths.discovery.with_extension("log"));
+            }
         }
         self.output.procman(&format!("exiting with code {code}"));
         let _ = self.output.flush();
