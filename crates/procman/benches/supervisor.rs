@@ -6,7 +6,13 @@
 //!   procman 0.12 binary, the same run through it for comparison (0.12 calls `sh -o
 //!   pipefail`, so it runs with a `sh -> bash` shim first on PATH);
 //! - latency from starting `procman run` to its one process's first command;
-//! - an idle supervisor with 10 children: context switches over 10 s and RSS.
+//! - an idle supervisor with 10 children: context switches over 10 s and RSS;
+//! - `serve`: `run` messages written straight into the FIFO, processes spawned per second,
+//!   and the time from invoking `procman start` to the new process's first command;
+//! - `attach -- true` against a running server, and against none (cold start of a
+//!   one-process config up to the command's exec);
+//! - from SIGKILL of the last client to the server beginning its shutdown
+//!   (`--disconnect-timeout 0s`).
 //!
 //! Without `--bench` (as under `cargo test --all-targets`) it runs a seconds-long smoke
 //! version so the harness stays tested.
@@ -51,6 +57,21 @@ fn main() {
     println!(
         "idle, 10 children, {idle_for:?}: {switches} context switches in the supervisor, RSS {rss_kib} KiB"
     );
+
+    let messages = if full { 2_000 } else { 20 };
+    let rate = fifo_spawn_rate(&ours, messages);
+    println!("serve: {rate:.0} processes/s accepted and spawned from {messages} FIFO messages");
+    let samples = if full { 30 } else { 3 };
+    let (to_exec, start_wall) = start_latency(&ours, samples);
+    println!(
+        "serve: invoking procman start → process's first command: median {to_exec:.2} ms; procman start's own wall time: median {start_wall:.2} ms"
+    );
+    let (warm, cold) = attach_latency(&ours, samples);
+    println!(
+        "attach -- true with a running server: median {warm:.2} ms; with no server, to the command's exec: median {cold:.2} ms"
+    );
+    let kill = kill_to_shutdown(&ours, if full { 15 } else { 2 });
+    println!("last client SIGKILLed → server shutting down (disconnect 0s): median {kill:.2} ms");
 }
 
 fn report(what: &str, rates: &[f64]) {
@@ -205,4 +226,203 @@ fn cpu_model() -> String {
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_default()
+}
+
+/// A scratch project with its own private runtime dir.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(config: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("procman.yaml"), config).unwrap();
+        std::fs::create_dir(dir.path().join("run")).unwrap();
+        Project { dir }
+    }
+
+    fn paths(&self) -> procman::control::RuntimePaths {
+        let config = self.dir.path().join("procman.yaml");
+        procman::control::RuntimePaths::in_dir(&config, &self.dir.path().join("run")).unwrap()
+    }
+
+    fn cmd(&self, bin: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("PROCMAN_RUNTIME_DIR", self.dir.path().join("run"))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts `procman serve ARGS`, waits until it listens; its stdout lines arrive on the channel.
+    fn serve(
+        &self,
+        bin: &Path,
+        args: &[&str],
+    ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+        let mut child = self
+            .cmd(bin, &[&["serve"], args].concat())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        while !rx.recv().unwrap().contains("listening on") {}
+        (child, rx)
+    }
+
+    fn stop(&self, bin: &Path, mut server: std::process::Child) {
+        self.cmd(bin, &["stop"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        server.wait().unwrap();
+    }
+}
+
+/// Processes per second spawned from `run` messages written straight into the FIFO.
+fn fifo_spawn_rate(bin: &Path, messages: usize) -> f64 {
+    use std::io::Write;
+    let project = Project::new("");
+    let (server, lines) = project.serve(bin, &[]);
+    let began = Instant::now();
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(project.paths().fifo)
+        .unwrap();
+    for _ in 0..messages {
+        fifo.write_all(b"{\"type\":\"run\",\"name\":\"t\",\"run\":\"true\",\"once\":true}\n")
+            .unwrap();
+    }
+    let mut started = 0;
+    while started < messages {
+        if lines.recv().unwrap().contains("] started") {
+            started += 1;
+        }
+    }
+    let rate = messages as f64 / began.elapsed().as_secs_f64();
+    project.stop(bin, server);
+    rate
+}
+
+/// Medians in ms: (invoking `procman start` → the process's first command, `procman start` wall time).
+fn start_latency(bin: &Path, samples: usize) -> (f64, f64) {
+    let project = Project::new("");
+    let (server, _lines) = project.serve(bin, &[]);
+    let mut to_exec = Vec::new();
+    let mut wall = Vec::new();
+    for i in 0..samples {
+        let stamp = project.dir.path().join(format!("stamp{i}"));
+        let script = format!("echo $EPOCHREALTIME > {}", stamp.display());
+        let began_at = now_secs();
+        let began = Instant::now();
+        let status = project
+            .cmd(bin, &["start", "--once", "--name", "probe", &script])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        wall.push(began.elapsed().as_secs_f64() * 1000.0);
+        assert!(status.success());
+        to_exec.push((wait_for_stamp(&stamp) - began_at) * 1000.0);
+    }
+    project.stop(bin, server);
+    (sorted_median(to_exec), sorted_median(wall))
+}
+
+/// Medians in ms: (warm `attach -- true` wall time, cold attach → the command's exec).
+fn attach_latency(bin: &Path, samples: usize) -> (f64, f64) {
+    let project = Project::new("web:\n  run: exec sleep 1000.4343\n");
+    let (server, _lines) = project.serve(bin, &[]);
+    let mut warm = Vec::new();
+    for _ in 0..samples {
+        let began = Instant::now();
+        assert!(
+            project
+                .cmd(bin, &["attach", "--", "true"])
+                .status()
+                .unwrap()
+                .success()
+        );
+        warm.push(began.elapsed().as_secs_f64() * 1000.0);
+    }
+    project.stop(bin, server);
+
+    let paths = project.paths();
+    let mut cold = Vec::new();
+    for i in 0..samples {
+        let stamp = project.dir.path().join(format!("cold{i}"));
+        let script = format!("echo $EPOCHREALTIME > {}", stamp.display());
+        let began_at = now_secs();
+        let args = [
+            "attach",
+            "--disconnect-timeout",
+            "0s",
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ];
+        assert!(project.cmd(bin, &args).status().unwrap().success());
+        cold.push((wait_for_stamp(&stamp) - began_at) * 1000.0);
+        // Let that server leave before the next cold start.
+        while paths.discovery.exists() || paths.fifo.exists() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    (sorted_median(warm), sorted_median(cold))
+}
+
+/// Median ms from SIGKILL of the only client to the server logging "shutting down".
+fn kill_to_shutdown(bin: &Path, samples: usize) -> f64 {
+    use procref::RefCounter;
+    let project = Project::new("");
+    let counter = procref::SysvRefCounter::new(&project.paths().service_name()).unwrap();
+    let mut results = Vec::new();
+    for _ in 0..samples {
+        let (mut server, lines) = project.serve(bin, &["--disconnect-timeout", "0s"]);
+        let mut client = project
+            .cmd(bin, &["attach", "--", "sleep", "1000.4242"])
+            .spawn()
+            .unwrap();
+        while counter.count().unwrap() == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let began = Instant::now();
+        client.kill().unwrap();
+        while !lines.recv().unwrap().contains("shutting down") {}
+        results.push(began.elapsed().as_secs_f64() * 1000.0);
+        client.wait().unwrap();
+        let _ = Command::new("pkill")
+            .args(["-f", "^sleep 1000.4242$"])
+            .status();
+        server.wait().unwrap();
+    }
+    sorted_median(results)
+}
+
+fn wait_for_stamp(stamp: &Path) -> f64 {
+    loop {
+        if let Some(v) = std::fs::read_to_string(stamp)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn sorted_median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    median(&values)
 }

@@ -231,6 +231,7 @@ fn run(args: RunArgs, serve: Option<IdlePolicy>) -> Result<i32> {
             args.config.display()
         );
     }
+    raise_open_file_limit();
     // Before any thread exists: the guardian is forked from a single-threaded process.
     let lifeline = Arc::new(Lifeline::start().context("starting the lifeline guardian")?);
     let output = Output::stdout(OutputConfig {
@@ -266,6 +267,18 @@ fn run(args: RunArgs, serve: Option<IdlePolicy>) -> Result<i32> {
         };
         Ok(supervisor::run(config, options, output, lifeline, serve).await)
     })
+}
+
+/// Each child costs the supervisor a few descriptors (output pipe, pidfd, log file) while
+/// it runs; the default soft limit of 1024 would cap a busy server far below what the
+/// hard limit allows.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
 }
 
 /// The pipe on which a server started by `attach` reports that it listens (fd 3, named by
@@ -359,8 +372,12 @@ fn stop(config: &Path) -> Result<i32> {
         user: std::env::var("USER").ok(),
         message: Some("User-initiated via CLI".into()),
     };
-    if let Some(Reply::Error { message }) = send(&paths, &message)? {
-        bail!("the server refused: {message}");
+    match send(&paths, &message) {
+        Ok(Some(Reply::Error { message })) => bail!("the server refused: {message}"),
+        Ok(_) => {}
+        // The server may close the connection as it leaves; its exit is the answer.
+        Err(_) if server.is_some() => {}
+        Err(e) => return Err(e),
     }
     // Return once the server is gone, so `procman stop && procman serve` just works.
     if let Some(server) = server {

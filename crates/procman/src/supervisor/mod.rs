@@ -332,7 +332,7 @@ impl Supervisor {
                 let mut spec = self.procs[index].spec.clone();
                 spec.env.extend(run.env);
                 self.procs.remove(index);
-                self.add(spec, None, BTreeMap::new());
+                let _ = self.add(spec, None, BTreeMap::new());
                 return self.started_reply(&run.name);
             }
         }
@@ -365,7 +365,8 @@ impl Supervisor {
             location: Location::default(),
         };
         self.output.procman(&format!("{name}: added at runtime"));
-        self.add(spec, None, BTreeMap::new());
+        // A process that cannot even be spawned fails this request, not the whole server.
+        let _ = self.add(spec, None, BTreeMap::new());
         self.started_reply(&name)
     }
 
@@ -508,7 +509,9 @@ impl Supervisor {
                 continue;
             }
             for (instance, group) in self.expand(&spec)? {
-                self.add(instance, group, BTreeMap::new());
+                if let Some(stop) = self.add(instance, group, BTreeMap::new()) {
+                    return Err(stop);
+                }
             }
         }
         Ok(())
@@ -570,15 +573,16 @@ impl Supervisor {
         spec: ProcessSpec,
         group: Option<String>,
         extra_env: BTreeMap<String, String>,
-    ) {
+    ) -> Option<Stop> {
         let _ = self.output.register(&spec.name);
         let index = self.procs.len();
         let has_deps = !spec.depends.is_empty();
         self.procs.push(Proc::new(spec, group, State::Waiting));
         if has_deps {
             self.start_waiter(index);
+            None
         } else {
-            self.launch(index, extra_env);
+            self.launch(index, extra_env)
         }
     }
 
@@ -856,8 +860,7 @@ impl Supervisor {
                 let mut spec = self.procs[index].spec.clone();
                 spec.env.extend(env);
                 self.procs.remove(index);
-                self.add(spec, None, BTreeMap::new());
-                None
+                self.add(spec, None, BTreeMap::new())
             }
         }
     }
@@ -965,8 +968,8 @@ impl Supervisor {
         // New requests now get "no server" instead of being ignored.
         if let Some(serving) = &self.serve {
             // No longer discoverable: new clients get "no server" or start a fresh one
-            // instead of talking to one that is leaving.
-            serving.forward.abort();
+            // instead of talking to one that is leaving. Connections already accepted
+            // stay open until the end, so replies in flight (to `stop`) are delivered.
             let paths = &serving.paths;
             for path in [&paths.discovery, &paths.fifo, &paths.socket] {
                 let _ = procref::discovery::remove(path);
@@ -993,6 +996,11 @@ impl Supervisor {
             kill_now = self.stop_one(index, kill_now, Some(&mut *inbox)).await;
         }
         if let Some(serving) = &self.serve {
+            // Let connection tasks write the replies already handed to them.
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+            serving.forward.abort();
             if let Some(idle) = &serving.idle {
                 idle.remove_if_unused();
             }
