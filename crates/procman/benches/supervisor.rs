@@ -116,10 +116,18 @@ fn throughput(bin: &Path, lines: u64, runs: usize, shim: Option<&Path>) -> Vec<f
             }
             let began = Instant::now();
             let mut child = cmd.spawn().unwrap();
+            // Count the children's lines: the payload after "| " is a number from `seq`
+            // (procman 0.12 also logs lifecycle lines under the process names).
             let mut received = 0u64;
             for line in BufReader::new(child.stdout.take().unwrap()).split(b'\n') {
                 let line = line.unwrap();
-                if !line.windows(10).any(|w| w == b"procman | ") {
+                let payload = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+                let from_child = !line.trim_ascii_start().starts_with(b"procman |");
+                if from_child
+                    && !payload.is_empty()
+                    && payload.iter().all(u8::is_ascii_digit)
+                    && line.windows(2).any(|w| w == b"| ")
+                {
                     received += 1;
                 }
             }
