@@ -305,6 +305,9 @@ fn paths_for(config: &Path) -> Result<RuntimePaths> {
 /// Sends over the socket when the server has one (and gets its reply), else over the
 /// FIFO (a procman 0.12 server, or a socket that cannot be reached).
 fn send(paths: &RuntimePaths, message: &Message) -> Result<Option<Reply>> {
+    if let Some(server) = ServerInfo::read(&paths.discovery).filter(ServerInfo::is_live) {
+        lifecycle::warn_on_version_skew(&server);
+    }
     if paths.socket.exists() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

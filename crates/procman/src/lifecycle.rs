@@ -179,6 +179,22 @@ pub fn client_reference(paths: &RuntimePaths) -> Option<ClientReference> {
     ClientReference::acquire(paths).ok()
 }
 
+/// Warns (and carries on) when the server runs another procman version than this client:
+/// the protocol is versioned in the discovery file, and both sides accept what they know.
+pub fn warn_on_version_skew(server: &ServerInfo) {
+    let ours = env!("CARGO_PKG_VERSION");
+    if server.version != ours {
+        eprintln!(
+            "procman: warning: the server (pid {}) runs procman {} (protocol {}), this client is \
+             procman {ours} (protocol {}); carrying on",
+            server.pid,
+            server.version,
+            server.protocol,
+            control::PROTOCOL_VERSION
+        );
+    }
+}
+
 /// Options of `procman attach`.
 #[derive(Debug, Clone)]
 pub struct AttachOptions {
@@ -197,14 +213,7 @@ pub async fn attach(config: &Path, options: &AttachOptions, command: &[String]) 
     let reference = ClientReference::acquire(&paths)?;
     let deadline = Instant::now() + options.startup_timeout;
     let server = ensure_server(&paths, reference.counter(), options).await?;
-    if server.version != env!("CARGO_PKG_VERSION") {
-        eprintln!(
-            "procman: warning: the server (pid {}) runs procman {}, this client is {}; carrying on",
-            server.pid,
-            server.version,
-            env!("CARGO_PKG_VERSION")
-        );
-    }
+    warn_on_version_skew(&server);
     wait_ready(&paths, deadline).await?;
     let (program, args) = command
         .split_first()

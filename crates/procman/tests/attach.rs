@@ -246,3 +246,28 @@ fn attach_fails_clearly_when_a_dependency_never_holds() {
         .count()
         == 0));
 }
+
+#[test]
+fn a_client_of_another_version_warns_and_still_works() {
+    let s = Shared::new();
+    let mut server = Running::start(s.cmd(&["serve"]));
+    server.wait_for("listening on", T);
+    let paths =
+        procman::control::RuntimePaths::in_dir(&s.sb.file("procman.yaml"), &s.sb.file("run"))
+            .unwrap();
+    let mut info = procman::control::ServerInfo::read(&paths.discovery).unwrap();
+    info.version = "0.1.9".into();
+    info.write(&paths.discovery).unwrap();
+    let mut client = Running::start(s.cmd(&["attach", "--", "true"]));
+    assert_eq!(client.wait(T).code(), Some(0));
+    let err = client.stderr_text();
+    assert!(
+        err.contains("procman 0.1.9") && err.contains(env!("CARGO_PKG_VERSION")),
+        "{err}"
+    );
+    let mut stop = Running::start(s.cmd(&["stop"]));
+    assert_eq!(stop.wait(T).code(), Some(0));
+    assert!(stop.stderr_text().contains("0.1.9"));
+    server.wait(T);
+    s.assert_gone();
+}
