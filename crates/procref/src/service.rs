@@ -50,6 +50,11 @@ struct Inner {
     discovery: PathBuf,
     /// Serialises this process's own acquires and releases: the kernel lock is per process.
     local: Arc<tokio::sync::Mutex<()>>,
+    settings: Settings,
+}
+
+/// The callbacks and settings a builder collects and a service keeps.
+struct Settings {
     on_first_acquire: Option<StartFn>,
     on_last_release: Option<StopFn>,
     on_health_check: Option<HealthFn>,
@@ -120,7 +125,7 @@ impl Inner {
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let counter = Arc::clone(&self.counter);
-        let timeout = self.startup_timeout;
+        let timeout = self.settings.startup_timeout;
         tokio::task::spawn_blocking(move || {
             let result = counter.lock_timeout(timeout);
             if let Err((Ok(true), _local)) = tx.send((result, local)) {
@@ -143,7 +148,7 @@ impl Inner {
     async fn ensure_running(&self) -> Result<Record> {
         match Record::lookup(&self.discovery, &self.name)? {
             Lookup::Live(record) => {
-                let healthy = match &self.on_health_check {
+                let healthy = match &self.settings.on_health_check {
                     Some(check) => check(record.info.clone()).await,
                     None => true,
                 };
@@ -165,6 +170,7 @@ impl Inner {
 
     async fn start(&self) -> Result<ServiceInfo> {
         let start = self
+            .settings
             .on_first_acquire
             .as_ref()
             .ok_or_else(|| Error::NoStarter {
@@ -182,7 +188,7 @@ impl Inner {
     async fn recover(&self, old: Record) -> Result<Record> {
         tracing::warn!(service = %self.name, pid = old.service.pid, "health check failed; recovering");
         old.keeper.iter().for_each(keeper::dismiss);
-        let info = match &self.on_recover {
+        let info = match &self.settings.on_recover {
             Some(recover) => {
                 recover(old.info.clone())
                     .await
@@ -193,7 +199,7 @@ impl Inner {
             }
             None => {
                 if let Some(p) = Process::open_verified(old.service.pid, old.service.start_time) {
-                    p.stop(self.stop_timeout)?;
+                    p.stop(self.settings.stop_timeout)?;
                 }
                 self.start().await?
             }
@@ -212,15 +218,15 @@ impl Inner {
             discovery: self.discovery.clone(),
             instance: discovery::new_instance_id()?,
             service,
-            linger: self.linger.unwrap_or(Duration::ZERO),
-            stop_timeout: self.stop_timeout,
+            linger: self.settings.linger.unwrap_or(Duration::ZERO),
+            stop_timeout: self.settings.stop_timeout,
         };
         let keeper = match keeper::spawn(&spec) {
             Ok(k) => k,
             Err(e) => {
                 // Nobody would ever stop it: do not leave it running.
                 if let Some(p) = Process::open_verified(service.pid, service.start_time) {
-                    let _ = p.stop(self.stop_timeout);
+                    let _ = p.stop(self.settings.stop_timeout);
                 }
                 return Err(e);
             }
@@ -242,8 +248,8 @@ impl Inner {
     /// Gives back one reference.
     async fn release(&self) -> Result<()> {
         let local = Arc::clone(&self.local).lock_owned().await;
-        if self.on_last_release.is_none() || self.counter.release_unless_last()? {
-            if self.on_last_release.is_none() {
+        if self.settings.on_last_release.is_none() || self.counter.release_unless_last()? {
+            if self.settings.on_last_release.is_none() {
                 self.counter.release()?;
             }
             return Ok(());
@@ -258,7 +264,7 @@ impl Inner {
         let _locked = LockGuard(self);
         if self.counter.release()? == 0 && self.counter.count()? == 0 {
             if let Ok(Lookup::Live(record)) = Record::lookup(&self.discovery, &self.name) {
-                if let Some(stop) = &self.on_last_release {
+                if let Some(stop) = &self.settings.on_last_release {
                     if let Err(e) = stop(record.info.clone()).await {
                         tracing::warn!(service = %self.name, error = %e, "on_last_release failed");
                     }
@@ -328,7 +334,7 @@ impl Drop for ServiceHandle {
             return;
         }
         let inner = &self.inner;
-        if inner.on_last_release.is_none() {
+        if inner.settings.on_last_release.is_none() {
             let _ = inner.counter.release();
             return;
         }
@@ -353,13 +359,7 @@ impl Drop for ServiceHandle {
 pub struct SharedServiceBuilder {
     name: String,
     base_dir: Option<PathBuf>,
-    on_first_acquire: Option<StartFn>,
-    on_last_release: Option<StopFn>,
-    on_health_check: Option<HealthFn>,
-    on_recover: Option<RecoverFn>,
-    startup_timeout: Duration,
-    linger: Option<Duration>,
-    stop_timeout: Duration,
+    settings: Settings,
 }
 
 impl SharedServiceBuilder {
@@ -368,13 +368,15 @@ impl SharedServiceBuilder {
         Self {
             name: name.into(),
             base_dir: None,
-            on_first_acquire: None,
-            on_last_release: None,
-            on_health_check: None,
-            on_recover: None,
-            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
-            linger: None,
-            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            settings: Settings {
+                on_first_acquire: None,
+                on_last_release: None,
+                on_health_check: None,
+                on_recover: None,
+                startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+                linger: None,
+                stop_timeout: DEFAULT_STOP_TIMEOUT,
+            },
         }
     }
 
@@ -391,7 +393,7 @@ impl SharedServiceBuilder {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ServiceInfo>> + Send + 'static,
     {
-        self.on_first_acquire = Some(Box::new(move || Box::pin(f())));
+        self.settings.on_first_acquire = Some(Box::new(move || Box::pin(f())));
         self
     }
 
@@ -402,7 +404,7 @@ impl SharedServiceBuilder {
         F: Fn(ServiceInfo) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<()>> + Send + 'static,
     {
-        self.on_last_release = Some(Box::new(move |info| Box::pin(f(info))));
+        self.settings.on_last_release = Some(Box::new(move |info| Box::pin(f(info))));
         self
     }
 
@@ -413,7 +415,7 @@ impl SharedServiceBuilder {
         F: Fn(ServiceInfo) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = bool> + Send + 'static,
     {
-        self.on_health_check = Some(Box::new(move |info| Box::pin(f(info))));
+        self.settings.on_health_check = Some(Box::new(move |info| Box::pin(f(info))));
         self
     }
 
@@ -424,34 +426,34 @@ impl SharedServiceBuilder {
         F: Fn(ServiceInfo) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ServiceInfo>> + Send + 'static,
     {
-        self.on_recover = Some(Box::new(move |info| Box::pin(f(info))));
+        self.settings.on_recover = Some(Box::new(move |info| Box::pin(f(info))));
         self
     }
 
     /// Bound on waiting for another process that is starting or stopping the service
     /// (default 30 s). The wait ends early if that process dies.
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
-        self.startup_timeout = timeout;
+        self.settings.startup_timeout = timeout;
         self
     }
 
     /// Keep the service running until the count has stayed 0 for `linger` (the ADR-0004
     /// disconnect timeout); a client acquiring within that window reuses it.
     pub fn linger(mut self, linger: Duration) -> Self {
-        self.linger = Some(linger);
+        self.settings.linger = Some(linger);
         self
     }
 
     /// SIGTERM → SIGKILL grace when procref stops the service itself (default 5 s).
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
-        self.stop_timeout = timeout;
+        self.settings.stop_timeout = timeout;
         self
     }
 
     /// Validates the settings and prepares the discovery directory.
     pub fn build(self) -> Result<SharedService> {
         let counter = SysvRefCounter::new(&self.name)?;
-        if self.linger.is_some() && self.on_last_release.is_some() {
+        if self.settings.linger.is_some() && self.settings.on_last_release.is_some() {
             return Err(Error::Config {
                 name: self.name,
                 reason: "linger and on_last_release cannot both be set: with linger the keeper \
@@ -468,13 +470,7 @@ impl SharedServiceBuilder {
                 counter: Arc::new(counter),
                 discovery,
                 local: Arc::new(tokio::sync::Mutex::new(())),
-                on_first_acquire: self.on_first_acquire,
-                on_last_release: self.on_last_release,
-                on_health_check: self.on_health_check,
-                on_recover: self.on_recover,
-                startup_timeout: self.startup_timeout,
-                linger: self.linger,
-                stop_timeout: self.stop_timeout,
+                settings: self.settings,
             }),
         })
     }

@@ -438,9 +438,8 @@ async fn socket_peers_of_another_user_are_refused() {
     let script = "import socket, sys\n\
         s = socket.socket(socket.AF_UNIX)\n\
         s.connect(sys.argv[1])\n\
-        s.sendall(b'{\"type\":\"status\"}\\n')\n\
-        try:\n    print(repr(s.recv(100)))\n\
-        except ConnectionResetError:\n    print('reset')\n";
+        try:\n    s.sendall(b'{\"type\":\"status\"}\\n')\n    print(repr(s.recv(100)))\n\
+        except (ConnectionResetError, BrokenPipeError):\n    print('reset')\n";
     let out = tokio::process::Command::new("/usr/bin/python3")
         .args(["-c", script])
         .arg(&fx.paths.socket)
