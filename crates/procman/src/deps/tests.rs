@@ -647,14 +647,22 @@ async fn not_running_waits_for_the_process_to_die() {
 
 #[tokio::test]
 async fn not_running_ignores_procman_itself() {
-    let exe = std::env::current_exe().unwrap();
-    let mut pattern = String::new();
-    for c in exe.to_str().unwrap().chars() {
+    // This process's exact command line (under nextest, sibling processes run the same
+    // binary with other arguments, so the executable alone would match them too).
+    let cmdline = std::fs::read("/proc/self/cmdline").unwrap();
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let mut pattern = String::from("^");
+    for c in args.join(" ").chars() {
         if "\\^$.|?*+()[]{}".contains(c) {
             pattern.push('\\');
         }
         pattern.push(c);
     }
+    pattern.push('$');
     let (_tx, exits) = board();
     let kind = DependencyKind::NotRunning { pattern };
     assert_eq!(
