@@ -398,3 +398,21 @@ fn failing_watch_with_shutdown_stops_everything() {
         "{out}"
     );
 }
+
+#[test]
+fn for_each_instances_substitute_their_file_into_dependencies() {
+    let sb = Sandbox::new(
+        "nodes:\n  for_each:\n    glob: \"conf/*.yaml\"\n    as: CFG\n  depends:\n    - path: ${CFG}.ready\n      poll_interval: 0.1\n      timeout_seconds: 10\n  run: echo \"node $(basename $CFG)\"\n  once: true\n",
+    );
+    std::fs::create_dir(sb.file("conf")).unwrap();
+    for n in ["a", "b"] {
+        std::fs::write(sb.file(&format!("conf/{n}.yaml")), "").unwrap();
+        std::fs::write(sb.file(&format!("conf/{n}.yaml.ready")), "").unwrap();
+    }
+    let (status, out, err) = sb.run(&[], T);
+    assert_eq!(status.code(), Some(0), "{out}\n{err}");
+    assert!(
+        out.contains("nodes-0 | node a.yaml") && out.contains("nodes-1 | node b.yaml"),
+        "{out}"
+    );
+}

@@ -77,7 +77,7 @@ enum Event {
     },
     Waiting {
         name: String,
-        dependency: Option<String>,
+        dependency: String,
     },
     WatchFailed {
         process: String,
@@ -557,11 +557,19 @@ impl Supervisor {
                 let mut instance = spec.clone();
                 instance.name = format!("{}-{i}", spec.name);
                 instance.for_each = None;
-                instance.run = instance
-                    .run
-                    .replace(&format!("${{{var}}}"), &path)
-                    .replace(&format!("${var}"), &path);
-                instance.env.insert(var.clone(), path);
+                let substitute = |text: &str| {
+                    text.replace(&format!("${{{var}}}"), &path)
+                        .replace(&format!("${var}"), &path)
+                };
+                instance.run = substitute(&instance.run);
+                for dependency in instance
+                    .depends
+                    .iter_mut()
+                    .chain(instance.watch.iter_mut().map(|w| &mut w.check))
+                {
+                    substitute_in(&mut dependency.kind, &substitute);
+                }
+                instance.env.insert(var.clone(), path.clone());
                 (instance, Some(spec.name.clone()))
             })
             .collect())
@@ -601,7 +609,7 @@ impl Supervisor {
                     Progress::Waiting { dependency } => {
                         let _ = events.send(Event::Waiting {
                             name: name.clone(),
-                            dependency: Some(dependency.to_owned()),
+                            dependency: dependency.to_owned(),
                         });
                     }
                     Progress::NotReady { dependency, reason } => {
@@ -778,15 +786,9 @@ impl Supervisor {
                 })
             }
             Event::Waiting { name, dependency } => {
-                match dependency {
-                    Some(dep) => {
-                        self.output.procman(&format!("{name}: waiting for {dep}"));
-                        self.waiting.insert(name, dep);
-                    }
-                    None => {
-                        self.waiting.remove(&name);
-                    }
-                }
+                self.output
+                    .procman(&format!("{name}: waiting for {dependency}"));
+                self.waiting.insert(name, dependency);
                 self.show_waiting();
                 None
             }
@@ -1089,5 +1091,19 @@ impl Supervisor {
             _ = enter => {}
             _ = async { while !matches!(inbox.recv().await, Some(Event::Signal(_)) | None) {} } => {}
         }
+    }
+}
+
+/// Applies `substitute` to every text field of a dependency (for `for_each` instances,
+/// whose dependencies may name the instance's file as `${VAR}`).
+fn substitute_in(kind: &mut config::DependencyKind, substitute: &dyn Fn(&str) -> String) {
+    use config::DependencyKind::*;
+    let path = |p: &mut PathBuf| *p = PathBuf::from(substitute(&p.to_string_lossy()));
+    match kind {
+        Http { url, .. } => *url = substitute(url),
+        Tcp { address } | NotListening { address } => *address = substitute(address),
+        PathExists { path: p } | NotExists { path: p } | FileContains { path: p, .. } => path(p),
+        NotRunning { pattern } => *pattern = substitute(pattern),
+        ProcessExited { .. } => {}
     }
 }
