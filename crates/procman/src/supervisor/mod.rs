@@ -557,17 +557,13 @@ impl Supervisor {
                 let mut instance = spec.clone();
                 instance.name = format!("{}-{i}", spec.name);
                 instance.for_each = None;
-                let substitute = |text: &str| {
-                    text.replace(&format!("${{{var}}}"), &path)
-                        .replace(&format!("${var}"), &path)
-                };
-                instance.run = substitute(&instance.run);
+                instance.run = substitute_var(&instance.run, var, &path);
                 for dependency in instance
                     .depends
                     .iter_mut()
                     .chain(instance.watch.iter_mut().map(|w| &mut w.check))
                 {
-                    substitute_in(&mut dependency.kind, &substitute);
+                    substitute_in(&mut dependency.kind, var, &path);
                 }
                 instance.env.insert(var.clone(), path.clone());
                 (instance, Some(spec.name.clone()))
@@ -1094,10 +1090,17 @@ impl Supervisor {
     }
 }
 
-/// Applies `substitute` to every text field of a dependency (for `for_each` instances,
+/// Replaces `$var` and `${var}` in `text` with `value`.
+fn substitute_var(text: &str, var: &str, value: &str) -> String {
+    text.replace(&format!("${{{var}}}"), value)
+        .replace(&format!("${var}"), value)
+}
+
+/// Substitutes `var` in every text field of a dependency (for `for_each` instances,
 /// whose dependencies may name the instance's file as `${VAR}`).
-fn substitute_in(kind: &mut config::DependencyKind, substitute: &dyn Fn(&str) -> String) {
+fn substitute_in(kind: &mut config::DependencyKind, var: &str, value: &str) {
     use config::DependencyKind::*;
+    let substitute = |text: &str| substitute_var(text, var, value);
     let path = |p: &mut PathBuf| *p = PathBuf::from(substitute(&p.to_string_lossy()));
     match kind {
         Http { url, .. } => *url = substitute(url),
