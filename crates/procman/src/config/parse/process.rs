@@ -1,0 +1,276 @@
+//! One process entry: `run`, `env`, `once`, `autostart`, `cwd`, `stop_timeout`, `for_each`,
+//! and collecting the `${{ process.key }}` templates it uses.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use marked_yaml::Node;
+use marked_yaml::types::MarkedScalarNode;
+
+use super::fields::{describe, is_env_name, is_null};
+use super::yaml::{loc, span_loc};
+use super::{Ctx, Parsed};
+use crate::config::model::*;
+use crate::config::template;
+
+const PROCESS_FIELDS: &[&str] = &[
+    "run",
+    "env",
+    "once",
+    "autostart",
+    "depends",
+    "for_each",
+    "watch",
+    "cwd",
+    "stop_timeout",
+];
+const FOR_EACH_FIELDS: &[&str] = &["glob", "as"];
+
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Ctx {
+    pub(super) fn process(
+        &mut self,
+        key: &MarkedScalarNode,
+        value: &Node,
+        dir: &Path,
+        base_env: &BTreeMap<String, String>,
+    ) -> Option<Parsed> {
+        let name = key.as_str().to_string();
+        let at = span_loc(key.span());
+        if name.trim().is_empty() || name.contains('/') || name.contains('\0') {
+            self.err(
+                at,
+                format!(
+                    "invalid process name `{name}`: names must be non-empty and contain no `/`"
+                ),
+            );
+        }
+        let owner = format!("process `{name}`");
+        let map = match value {
+            Node::Mapping(m) => m,
+            Node::Scalar(s) if is_null(s) => {
+                self.err(
+                    at,
+                    format!("{owner} is empty; it needs at least `run: COMMAND`"),
+                );
+                return None;
+            }
+            other => {
+                self.err(
+                    loc(other),
+                    format!(
+                        "{owner} must be a mapping of fields (at least `run: COMMAND`), got {}",
+                        describe(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        let f = self.fields(map, PROCESS_FIELDS, &owner);
+
+        let mut templates = Vec::new();
+        let run = match f.get("run") {
+            None => {
+                self.err(at, format!("{owner} has no `run` command"));
+                String::new()
+            }
+            Some((_, n)) => match self.string(n, &format!("`run` in {owner}")) {
+                Some(r) if r.trim().is_empty() => {
+                    self.err(loc(n), format!("`run` in {owner} is empty"));
+                    r
+                }
+                Some(r) => {
+                    self.collect_templates(&r, loc(n), &owner, &mut templates);
+                    r
+                }
+                None => String::new(),
+            },
+        };
+
+        let mut env = BTreeMap::new();
+        if let Some((_, n)) = f.get("env") {
+            let what = format!("`env` in {owner}");
+            if let Some(m) = self.mapping(n, &what, " of NAME: value") {
+                for (k, v) in m.iter() {
+                    let var = k.as_str();
+                    if !is_env_name(var) {
+                        self.err(
+                            span_loc(k.span()),
+                            format!("invalid environment variable name `{var}` in {what}"),
+                        );
+                    }
+                    match v {
+                        Node::Scalar(s) if !is_null(s) => {
+                            self.collect_templates(s.as_str(), loc(v), &owner, &mut templates);
+                            env.insert(var.to_string(), s.as_str().to_string());
+                        }
+                        Node::Scalar(_) => self.err(
+                            span_loc(k.span()),
+                            format!("`{var}` in {what} has no value; write `{var}: \"\"` for an empty string"),
+                        ),
+                        other => self.err(
+                            loc(other),
+                            format!("`{var}` in {what} must be a string, number or boolean, got {}", describe(other)),
+                        ),
+                    }
+                }
+            }
+        }
+
+        let mut flags_known = true;
+        let mut flag = |cx: &mut Ctx, field: &str, default: bool| match f.get(field) {
+            None => default,
+            Some((_, n)) => cx
+                .boolean(n, &format!("`{field}` in {owner}"))
+                .unwrap_or_else(|| {
+                    flags_known = false;
+                    default
+                }),
+        };
+        let once = flag(self, "once", false);
+        let autostart = flag(self, "autostart", true);
+
+        let cwd = f.get("cwd").and_then(|(_, n)| {
+            let c = self.string(n, &format!("`cwd` in {owner}"))?;
+            if c.trim().is_empty() {
+                self.err(loc(n), format!("`cwd` in {owner} is empty"));
+                return None;
+            }
+            Some(dir.join(c))
+        });
+        let stop_timeout = f
+            .get("stop_timeout")
+            .and_then(|(_, n)| self.duration(n, &format!("`stop_timeout` in {owner}")))
+            .unwrap_or(DEFAULT_STOP_TIMEOUT);
+
+        let for_each = f
+            .get("for_each")
+            .and_then(|(_, n)| self.for_each(n, &owner));
+
+        let mut dep_env = base_env.clone();
+        dep_env.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(fe) = &for_each {
+            dep_env.insert(fe.var.clone(), format!("${{{}}}", fe.var));
+        }
+
+        let mut exited = Vec::new();
+        let mut deps_complete = true;
+        let mut depends = Vec::new();
+        if let Some((_, n)) = f.get("depends") {
+            match n {
+                Node::Scalar(s) if is_null(s) => {}
+                _ => match self.sequence(n, &format!("`depends` in {owner}")) {
+                    Some(seq) => {
+                        for entry in seq.iter() {
+                            match self.dependency(entry, &owner, &dep_env, Some(true), &mut exited)
+                            {
+                                Some(d) => depends.push(d),
+                                None => deps_complete = false,
+                            }
+                        }
+                    }
+                    None => deps_complete = false,
+                },
+            }
+        }
+
+        let mut spawns = Vec::new();
+        let mut watch = Vec::new();
+        if let Some((_, n)) = f.get("watch") {
+            let what = format!("`watch` in {owner}");
+            let entries = match n {
+                Node::Scalar(s) if is_null(s) => None,
+                _ => self.sequence(n, &what),
+            };
+            let mut seen: HashMap<String, Location> = HashMap::new();
+            for (i, entry) in entries.into_iter().flat_map(|s| s.iter()).enumerate() {
+                if let Some((w, name_at)) =
+                    self.watch(entry, i, &name, &owner, &dep_env, &mut exited, &mut spawns)
+                {
+                    if let Some(first) = seen.get(&w.name) {
+                        self.err(
+                            name_at,
+                            format!(
+                                "duplicate watch name `{}` in {owner} (first at line {}:{})",
+                                w.name, first.line, first.column
+                            ),
+                        );
+                    } else {
+                        seen.insert(w.name.clone(), name_at);
+                    }
+                    watch.push(w);
+                }
+            }
+        }
+
+        Some(Parsed {
+            spec: ProcessSpec {
+                name,
+                run,
+                env,
+                once,
+                autostart,
+                depends,
+                for_each,
+                watch,
+                cwd,
+                stop_timeout,
+                location: at,
+            },
+            flags_known,
+            deps_complete,
+            exited,
+            spawns,
+            templates,
+        })
+    }
+
+    pub(super) fn collect_templates(
+        &mut self,
+        s: &str,
+        at: Location,
+        owner: &str,
+        out: &mut Vec<(String, String, Location)>,
+    ) {
+        for m in template::malformed(s) {
+            self.err(at, format!("{m} (in {owner})"));
+        }
+        out.extend(template::references(s).into_iter().map(|(p, k)| (p, k, at)));
+    }
+
+    pub(super) fn for_each(&mut self, n: &Node, owner: &str) -> Option<ForEach> {
+        let what = format!("`for_each` in {owner}");
+        let m = self.mapping(n, &what, " with `glob` and `as`")?;
+        let f = self.fields(m, FOR_EACH_FIELDS, &what);
+        let get = |cx: &mut Ctx, field: &str| match f.get(field) {
+            None => {
+                cx.err(loc(n), format!("{what} needs `{field}`"));
+                None
+            }
+            Some((_, v)) => cx.string(v, &format!("`{field}` in {what}")),
+        };
+        let glob = get(self, "glob");
+        let var = get(self, "as");
+        if let (Some(v), Some((_, node))) = (&var, f.get("as"))
+            && !is_env_name(v)
+        {
+            self.err(
+                loc(node),
+                format!("`as` in {what} must be a variable name (letters, digits, `_`), got `{v}`"),
+            );
+            return None;
+        }
+        if let (Some(g), Some((_, node))) = (&glob, f.get("glob"))
+            && let Err(e) = glob::Pattern::new(g)
+        {
+            self.err(loc(node), format!("invalid glob `{g}` in {what}: {e}"));
+            return None;
+        }
+        Some(ForEach {
+            glob: glob?,
+            var: var?,
+        })
+    }
+}
