@@ -117,15 +117,17 @@ fn attach_starts_reuses_and_the_server_leaves_after_the_last_client() {
 #[test]
 fn a_sigkilled_client_still_lets_the_server_leave() {
     let s = Shared::new();
-    let client = s.attach("echo server $PROCMAN_SERVER_PID; sleep 1000");
+    let m = common::unique_sleep();
+    let client = s.attach(&format!("echo server $PROCMAN_SERVER_PID; sleep {m}"));
     let pid = pid_line(&client);
-    let sh = processes_matching("echo server $PROCMAN_SERVER_PID; sleep 1000");
     client.signal(libc::SIGKILL);
-    for line in sh {
+    // The killed client's command would outlive it; end it like a terminal would.
+    for line in processes_matching(&m) {
         let child: i32 = line.split_whitespace().next().unwrap().parse().unwrap();
-        // SAFETY: kill(2) on the killed client's command.
+        // SAFETY: kill(2) on the killed client's own command.
         unsafe { libc::kill(child, libc::SIGKILL) };
     }
+    assert!(eventually(T, || processes_matching(&m).is_empty()));
     assert!(
         eventually(T, || s.server_pid() != Some(pid)),
         "server kept running after its only client was killed"
