@@ -347,39 +347,30 @@ async fn spawn_server(paths: &RuntimePaths, options: &AttachOptions) -> Result<S
         })
 }
 
-/// Waits until every configured long-running process runs and no dependency is pending.
+/// Waits until every configured long-running process runs and no dependency is pending:
+/// one `ready` request that the server answers when that becomes true (no polling). On
+/// timeout, one `status` request names what is still pending.
 async fn wait_ready(paths: &RuntimePaths, deadline: Instant) -> Result<()> {
-    let mut pending = String::new();
-    while Instant::now() < deadline {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match control::request(paths, &Message::Status, left).await? {
-            Reply::Status { processes, .. } => {
-                if let Some(failed) = processes.iter().find(|p| p.state == "failed") {
-                    bail!(
-                        "{} failed (exit code {:?}) while the server was starting",
-                        failed.name,
-                        failed.exit_code
-                    );
-                }
-                let waiting: Vec<String> = processes
-                    .iter()
-                    .filter(|p| p.state == "waiting")
-                    .map(|p| {
-                        format!(
-                            "{} (waiting for {})",
-                            p.name,
-                            p.waiting_for.as_deref().unwrap_or("its dependencies")
-                        )
-                    })
-                    .collect();
-                if waiting.is_empty() {
-                    return Ok(());
-                }
-                pending = waiting.join(", ");
-            }
-            other => bail!("unexpected reply from the server: {other:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let left = deadline.saturating_duration_since(Instant::now());
+    match control::request(paths, &Message::Ready, left).await {
+        Ok(Reply::Ok { .. }) => return Ok(()),
+        Ok(Reply::Error { message }) => bail!("the server is not ready: {message}"),
+        Ok(other) => bail!("unexpected reply from the server: {other:?}"),
+        Err(control::ClientError::Timeout { .. }) => {}
+        Err(e) => return Err(e.into()),
     }
+    let status = control::request(paths, &Message::Status, Duration::from_secs(5)).await?;
+    let pending = match status {
+        Reply::Status { processes, .. } => processes
+            .iter()
+            .filter(|p| p.state != "running" && p.state != "dormant" && p.state != "exited")
+            .map(|p| match &p.waiting_for {
+                Some(what) => format!("{} (waiting for {what})", p.name),
+                None => format!("{} ({})", p.name, p.state),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => format!("{other:?}"),
+    };
     bail!("the server's processes were not ready in time: {pending}")
 }

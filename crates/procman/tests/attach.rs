@@ -273,3 +273,33 @@ fn a_client_of_another_version_warns_and_still_works() {
     server.wait(T);
     s.assert_gone();
 }
+
+#[test]
+fn attach_runs_the_command_only_once_dependencies_have_held() {
+    let m = common::unique_sleep();
+    let sb = Sandbox::new(&format!(
+        "web:\n  run: sleep 0.5; touch flag; exec sleep {m}\napi:\n  depends:\n    - path: flag\n      poll_interval: 0.05\n  run: exec sleep {m}\n"
+    ));
+    std::fs::create_dir(sb.file("run")).unwrap();
+    let mut cmd = sb.command(&[
+        "attach",
+        "--disconnect-timeout",
+        "0s",
+        "--",
+        "sh",
+        "-c",
+        "test -f flag || exit 9",
+    ]);
+    cmd.env("PROCMAN_RUNTIME_DIR", sb.file("run"));
+    let mut client = Running::start(cmd);
+    assert_eq!(
+        client.wait(T).code(),
+        Some(0),
+        "the command ran before api's dependency held"
+    );
+    assert!(eventually(T, || processes_matching(&m).is_empty()));
+    assert!(eventually(T, || std::fs::read_dir(sb.file("run"))
+        .unwrap()
+        .count()
+        == 0));
+}

@@ -17,6 +17,7 @@ pub const KNOWN_TYPES: &[&str] = &[
     "run",
     "shutdown",
     "status",
+    "ready",
     "stop_process",
     "restart_process",
 ];
@@ -38,6 +39,9 @@ pub enum Message {
     },
     /// Ask for the process table; socket only, answered with [`Reply::Status`].
     Status,
+    /// Answered (with [`Reply::Ok`]) once every autostart long-running process runs and no
+    /// process waits for a dependency; socket only. Lets `attach` wait without polling.
+    Ready,
     /// Stop one process by name; socket only.
     StopProcess {
         /// The process name.
@@ -225,7 +229,7 @@ fn validate(message: &Message) -> Result<(), String> {
         }
         Message::StopProcess { name } => check_name("stop_process", name),
         Message::RestartProcess { name } => check_name("restart_process", name),
-        Message::Shutdown { .. } | Message::Status => Ok(()),
+        Message::Shutdown { .. } | Message::Status | Message::Ready => Ok(()),
     }
 }
 

@@ -162,6 +162,7 @@ pub async fn run(
         waiting: BTreeMap::new(),
         name_uses,
         serve: None,
+        ready_waiters: Vec::new(),
     };
     supervisor.main(inbox, serve).await
 }
@@ -182,6 +183,8 @@ struct Supervisor {
     name_uses: BTreeMap<String, u32>,
     /// In serve mode: the task forwarding control requests, and where the runtime files are.
     serve: Option<Serving>,
+    /// `ready` requests waiting for every long-running process to run.
+    ready_waiters: Vec<Incoming>,
 }
 
 struct Serving {
@@ -223,6 +226,7 @@ impl Supervisor {
                 if let Some(stop) = stop {
                     break stop;
                 }
+                self.answer_ready_waiters();
             },
         };
         self.shutdown(stop, &mut inbox).await
@@ -317,11 +321,35 @@ impl Supervisor {
                 (reply, Some(Stop::Requested { reason }))
             }
             Message::Status => (self.status(), None),
+            Message::Ready => {
+                self.ready_waiters.push(incoming);
+                self.answer_ready_waiters();
+                return None;
+            }
             Message::StopProcess { name } => (self.stop_request(&name, false).await, None),
             Message::RestartProcess { name } => (self.stop_request(&name, true).await, None),
         };
         incoming.reply(reply);
         stop
+    }
+
+    /// Whether every autostart long-running process runs and nothing waits for a dependency.
+    fn is_ready(&self) -> bool {
+        self.procs.iter().all(|p| match p.state {
+            State::Waiting => false,
+            State::Running(_) | State::Dormant => true,
+            State::Exited => p.spec.once || !p.spec.autostart,
+        })
+    }
+
+    fn answer_ready_waiters(&mut self) {
+        if !self.ready_waiters.is_empty() && self.is_ready() {
+            for waiter in self.ready_waiters.drain(..) {
+                waiter.reply(Reply::Ok {
+                    message: "ready".into(),
+                });
+            }
+        }
     }
 
     /// Adds a process sent by `procman start` (or any writer of the protocol).
