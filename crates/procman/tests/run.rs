@@ -416,3 +416,21 @@ fn for_each_instances_substitute_their_file_into_dependencies() {
         "{out}"
     );
 }
+
+#[test]
+fn group_members_get_their_stop_timeout_after_the_leader_exits() {
+    // The leader (bash in `wait`) dies on SIGTERM at once; a member of its group traps
+    // SIGTERM and needs a moment to clean up. It must get that moment, not a SIGKILL.
+    let sb = Sandbox::new(
+        "svc:\n  run: |\n    ( trap 'sleep 0.5; touch cleaned; exit 0' TERM; while true; do sleep 0.05; done ) &\n    echo ready\n    wait\n  stop_timeout: 10s\n",
+    );
+    let mut running = sb.spawn(&[]);
+    running.wait_for("svc | ready", T);
+    running.signal(libc::SIGTERM);
+    assert_eq!(running.wait(T).code(), Some(0));
+    assert!(
+        sb.file("cleaned").exists(),
+        "the trapping group member was killed:\n{}",
+        running.stdout_text()
+    );
+}

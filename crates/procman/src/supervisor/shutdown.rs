@@ -93,9 +93,20 @@ impl Supervisor {
         if !kill_now {
             child.signal_group(Signal::TERM);
             let deadline = tokio::time::Instant::now() + timeout;
-            loop {
+            let mut leader_exited = false;
+            // Done when the leader has exited and nothing else is left in its group. The
+            // leader's exit arrives on its pidfd; the other members are not our children
+            // and the kernel reports no event for an emptied group, so while stragglers
+            // remain (and only then) we look again every 20 ms, up to the deadline.
+            while !leader_exited || child.group_alive() {
                 tokio::select! {
-                    _ = exited.wait() => break,
+                    _ = exited.wait(), if !leader_exited => {
+                        leader_exited = true;
+                        // A zombie leader still counts as a member of its group: reap it
+                        // now (the status is kept for the log line below).
+                        child.try_reap();
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(20)), if leader_exited => {}
                     _ = tokio::time::sleep_until(deadline) => {
                         self.output.procman(&format!("{name} [{pid}] did not stop within {timeout:?}: SIGKILL"));
                         break;
