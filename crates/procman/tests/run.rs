@@ -173,7 +173,10 @@ fn stubborn_child_is_killed_after_its_stop_timeout() {
     let status = running.wait(T);
     assert_eq!(status.code(), Some(0));
     let out = running.stdout_text();
-    assert!(out.contains("did not stop within 300ms: SIGKILL"), "{out}");
+    assert!(
+        out.contains("did not stop within 300ms: sending SIGKILL"),
+        "{out}"
+    );
     assert!(processes_matching(&m).is_empty());
 }
 

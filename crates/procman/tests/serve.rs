@@ -358,7 +358,7 @@ fn status_restart_and_stop_process_over_the_socket() {
         .enable_all()
         .build()
         .unwrap();
-    let restart = procman::control::Message::RestartProcess {
+    let restart = procman::protocol::Message::RestartProcess {
         name: "worker".into(),
     };
     rt.block_on(procman::control::request(&paths, &restart, T))
@@ -367,12 +367,12 @@ fn status_restart_and_stop_process_over_the_socket() {
     assert_eq!(after["processes"][0]["restarts"], 1);
     assert_ne!(after["processes"][0]["pid"].as_u64().unwrap(), pid);
 
-    let stop = procman::control::Message::StopProcess {
+    let stop = procman::protocol::Message::StopProcess {
         name: "worker".into(),
     };
     rt.block_on(procman::control::request(&paths, &stop, T))
         .unwrap();
-    assert_eq!(s.status()["processes"][0]["state"], "exited");
+    assert_eq!(s.status()["processes"][0]["state"], "stopped");
     assert!(processes_matching(&format!("^sleep {m}")).is_empty());
     s.client(&["stop"]);
     assert_eq!(server.wait(T).code(), Some(0));

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::protocol::ProcessName;
+
 /// A whole `procman.yaml`: processes in file order.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -27,8 +29,8 @@ impl Config {
 /// One top-level key of `procman.yaml`.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
-    /// The top-level key.
-    pub name: String,
+    /// The top-level key (or the instance name `key-N` of a `for_each`).
+    pub name: ProcessName,
     /// Shell script to run (may contain `${{ proc.KEY }}` templates).
     pub run: String,
     /// Extra environment, on top of the system env and `-e` flags (values may contain templates).
@@ -47,8 +49,60 @@ pub struct ProcessSpec {
     pub cwd: Option<PathBuf>,
     /// How long a SIGTERM'd process group gets before SIGKILL (default 2 s).
     pub stop_timeout: Duration,
+    /// Whether and how it is started again after it exits.
+    pub restart: RestartPolicy,
+    /// For an instance of a `for_each` template: the template's name. `process_exited`
+    /// on that name waits for every instance.
+    pub group: Option<ProcessName>,
     /// Where this process was defined (`line`, `column`, 1-based) for messages.
     pub location: Location,
+}
+
+/// `restart`, `max_restarts`, `restart_delay`, `max_restart_delay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// When to restart.
+    pub when: Restart,
+    /// Consecutive restarts allowed before the process counts as failed (`None`: no limit).
+    pub max_restarts: Option<u32>,
+    /// Delay before the first restart of a streak; doubled for each further one.
+    pub delay: Duration,
+    /// Cap on the delay; a run that lasts this long ends the streak.
+    pub max_delay: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> RestartPolicy {
+        RestartPolicy {
+            when: Restart::No,
+            max_restarts: None,
+            delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The delay before consecutive restart number `attempt` (1-based): `delay` doubled
+    /// for each restart before it, capped at `max_delay`.
+    pub fn delay_before(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(31);
+        self.delay
+            .saturating_mul(1u32 << doublings)
+            .min(self.max_delay)
+    }
+}
+
+/// `restart: no | on-failure | always`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Restart {
+    /// Never (procman 0.12's behaviour): an exit ends the run as before.
+    #[default]
+    No,
+    /// After a non-zero exit or a death by a signal procman did not send.
+    OnFailure,
+    /// After every exit, 0 included.
+    Always,
 }
 
 /// A position in the config file (1-based).
@@ -82,6 +136,16 @@ pub struct Dependency {
     pub retry: bool,
     /// Where the entry was written, for messages.
     pub location: Location,
+}
+
+impl Dependency {
+    /// The process this dependency names, if it waits on one (`process_exited`).
+    pub fn process(&self) -> Option<&str> {
+        match &self.kind {
+            DependencyKind::ProcessExited { name } => Some(name),
+            _ => None,
+        }
+    }
 }
 
 /// The condition a dependency waits for.
@@ -147,4 +211,6 @@ pub enum OnFail {
     Log,
     /// Start the named dormant (`autostart: false`) process.
     Spawn(String),
+    /// Restart the watched process through its restart policy's delays.
+    Restart,
 }

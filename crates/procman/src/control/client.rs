@@ -12,8 +12,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use super::checks::{self, Kind, Refusal};
-use super::protocol::{MAX_LINE, Message, Reply, encode, parse_reply};
 use super::{ClientError, RuntimePaths};
+use crate::protocol::{MAX_LINE, Message, Reply, encode, parse_reply};
 
 /// Largest write the kernel guarantees not to interleave with other writers.
 pub const PIPE_BUF: usize = 4096;

@@ -9,7 +9,7 @@ use procref::discovery::{ProcessId, read_private, write_atomic};
 use serde::{Deserialize, Serialize};
 
 use super::RuntimePaths;
-use super::protocol::PROTOCOL_VERSION;
+use crate::protocol::PROTOCOL_VERSION;
 
 /// Largest discovery file we read.
 const MAX_BYTES: u64 = 64 * 1024;

@@ -14,7 +14,7 @@ use super::ControlError;
 use super::checks::{self, Kind, Refusal};
 use super::lines::{LineSplitter, Piece};
 use super::listener::{Channel, Incoming, Probe};
-use super::protocol::{MAX_LINE, Message, is_json, parse_line};
+use crate::protocol::{MAX_LINE, Message, is_json, parse_line};
 
 /// How many `{` positions of a broken line are tried as the start of a real message.
 const MAX_RECOVERY_TRIES: usize = 256;

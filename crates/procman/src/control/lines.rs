@@ -1,6 +1,6 @@
 //! Splits a byte stream into lines of bounded length, whatever the chunking of reads.
 
-use super::protocol::MAX_LINE;
+use crate::protocol::MAX_LINE;
 
 /// What the splitter found.
 #[derive(Debug, PartialEq)]

@@ -8,8 +8,8 @@ use tokio::task::JoinHandle;
 
 use super::checks;
 use super::discovery::ServerInfo;
-use super::protocol::{Message, Reply};
 use super::{ControlError, RuntimePaths, fifo, socket};
+use crate::protocol::{Message, Reply};
 
 /// How long a socket connection may stay silent before it is dropped.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);

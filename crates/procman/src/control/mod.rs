@@ -19,7 +19,6 @@ mod fifo;
 mod lines;
 mod listener;
 mod paths;
-mod protocol;
 mod socket;
 #[cfg(test)]
 mod tests;
@@ -29,7 +28,3 @@ pub use discovery::ServerInfo;
 pub use error::{ClientError, ControlError};
 pub use listener::{Channel, DEFAULT_IDLE_TIMEOUT, Incoming, Listener};
 pub use paths::{RUNTIME_DIR_ENV, RuntimePaths};
-pub use protocol::{
-    KNOWN_TYPES, MAX_LINE, Message, PROTOCOL_VERSION, ProcessStatus, Reply, RunRequest, encode,
-    encode_reply, parse_line, parse_reply,
-};

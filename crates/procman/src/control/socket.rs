@@ -17,7 +17,7 @@ use super::checks::{self, Kind};
 use super::fifo::refusal;
 use super::lines::{LineSplitter, Piece};
 use super::listener::{Channel, Incoming, Probe};
-use super::protocol::{MAX_LINE, Reply, encode_reply, parse_line};
+use crate::protocol::{MAX_LINE, Reply, encode_reply, parse_line};
 
 /// Room in `sockaddr_un.sun_path` for a path and its terminating NUL.
 pub(crate) const MAX_SOCKET_PATH: usize = 107;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
 use super::*;
+use crate::protocol::{Message, ProcessName, Reply, RunRequest, parse_reply};
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -26,7 +27,7 @@ fn fixture() -> Fixture {
 
 fn run(name: &str) -> Message {
     Message::Run(RunRequest {
-        name: name.into(),
+        name: ProcessName::new(name).unwrap(),
         run: format!("echo {name}"),
         env: [("K".to_owned(), "V".to_owned())].into(),
         depends: None,
@@ -359,7 +360,7 @@ async fn clients_without_server_fail_fast() {
     assert!(matches!(err, ClientError::NoServer { .. }), "{err}");
 
     let huge = Message::Run(RunRequest {
-        name: "big".into(),
+        name: ProcessName::new("big").unwrap(),
         run: "x".repeat(PIPE_BUF),
         env: Default::default(),
         depends: None,

@@ -3,11 +3,10 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, PidfdFlags, Signal, kill_process_group, pidfd_open};
 use tokio::io::unix::AsyncFd;
@@ -70,8 +69,6 @@ pub struct Launch<'a> {
 pub struct Child {
     child: std::process::Child,
     exited: Arc<AsyncFd<OwnedFd>>,
-    /// When it was spawned.
-    pub started: Instant,
 }
 
 impl Child {
@@ -113,7 +110,6 @@ impl Child {
             Child {
                 child,
                 exited: Arc::new(exited),
-                started: Instant::now(),
             },
             read_end,
         ))
@@ -129,24 +125,29 @@ impl Child {
         ExitSignal(Arc::clone(&self.exited))
     }
 
-    /// Sends `signal` to the child's whole process group.
-    pub fn signal_group(&self, signal: Signal) {
-        if let Some(pgid) = Pid::from_raw(self.pid() as i32) {
-            let _ = kill_process_group(pgid, signal);
-        }
-    }
-
     /// Whether anything is left in the child's process group (the leader or descendants
     /// that stayed in it).
     pub fn group_alive(&self) -> bool {
-        Pid::from_raw(self.pid() as i32)
-            .is_some_and(|pgid| rustix::process::test_kill_process_group(pgid).is_ok())
+        group_alive(self.pid())
     }
 
     /// Reaps the child if it has exited.
     pub fn try_reap(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
+}
+
+/// Sends `signal` to process group `pgid`.
+pub fn signal_group(pgid: u32, signal: Signal) {
+    if let Some(pgid) = Pid::from_raw(pgid as i32) {
+        let _ = kill_process_group(pgid, signal);
+    }
+}
+
+/// Whether anything is left in process group `pgid`.
+pub fn group_alive(pgid: u32) -> bool {
+    Pid::from_raw(pgid as i32)
+        .is_some_and(|pgid| rustix::process::test_kill_process_group(pgid).is_ok())
 }
 
 /// Resolves when a child exits (a pidfd becoming readable: no SIGCHLD, no polling).
@@ -160,33 +161,4 @@ impl ExitSignal {
             guard.retain_ready();
         }
     }
-
-    /// Waits for the exit at most `timeout`; returns whether it happened.
-    pub async fn wait_timeout(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.wait()).await.is_ok()
-    }
-}
-
-/// How an exit reads in a log line and what code it maps to.
-pub fn describe_exit(status: ExitStatus) -> (String, i32) {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => (format!("exited with code {code}"), code),
-        (None, Some(sig)) => (format!("killed by {}", signal_name(sig)), 1),
-        (None, None) => ("exited".into(), 1),
-    }
-}
-
-fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGTERM => "SIGTERM",
-        _ => return format!("signal {sig}"),
-    };
-    name.to_owned()
 }

@@ -1,19 +1,24 @@
-//! Spawning, the process table, and shutdown.
+//! The supervisor: a state machine over the process table ([`machine`]) and the thin async
+//! layer that performs its effects.
 //!
-//! The supervisor is one task on a single-threaded tokio runtime. Everything that can
-//! happen arrives as an [`Event`] on one channel: a child exited (its pidfd became
-//! readable), a process's dependencies were met or failed, a watch fired, a signal came.
-//! Between events the process sleeps in the kernel: an idle supervisor never wakes up.
+//! Everything that can happen arrives as an [`Input`] on one channel: a child's group
+//! leader exited (its pidfd became readable), a timer fired, a dependency waiter or a watch
+//! reported, a control request or a signal came. The runner turns each into a machine
+//! [`Event`], and performs the [`Effect`]s the machine returns: it spawns, signals, arms
+//! timers, replies. No handler awaits a process. Between inputs the supervisor sleeps in the
+//! kernel: an idle supervisor never wakes up.
 //!
 //! `child` spawns one process, `lifeline` kills every group if the supervisor dies,
-//! `serve` answers control requests, `shutdown` stops everything.
+//! `tasks` runs dependency waiters and watches, `listening` is the control side.
 
 mod child;
+mod instances;
 pub mod lifeline;
-mod serve;
-mod shutdown;
+mod listening;
+pub mod machine;
+mod tasks;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,14 +26,17 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
-use crate::config::{self, Config, OnFail, ProcessSpec, template};
-use crate::control::{Incoming, Listener, Reply, RuntimePaths};
-use crate::deps::{self, ExitState, Progress};
-use crate::lifecycle::{IdlePolicy, IdleWatch};
+use crate::config::{Config, ProcessSpec, template};
+use crate::control::Incoming;
+use crate::deps::ExitState;
 use crate::output::Output;
+use crate::protocol::{Exit, ProcessName};
 pub use child::Shell;
-use child::{Child, ExitSignal, Launch, describe_exit};
+use child::{Child, Launch};
 pub use lifeline::Lifeline;
+use listening::Listener;
+pub use listening::Listening;
+use machine::{Effect, Event, Machine, Now, RequestId, Sig};
 
 /// How the supervisor runs.
 #[derive(Debug, Clone)]
@@ -41,95 +49,25 @@ pub struct Options {
     pub debug: bool,
 }
 
-/// What `procman serve` adds to a run: the control channels and the discovery file.
-pub struct Serve {
-    /// FIFO and socket, already bound.
-    pub listener: Listener,
-    /// Where they and the discovery file live.
-    pub paths: RuntimePaths,
-    /// When to shut down for lack of clients.
-    pub idle: IdlePolicy,
-    /// Told "ready" once the server listens (by `attach`, which started it).
-    pub ready: Option<std::fs::File>,
-}
-
-/// Why the supervisor is shutting down.
-#[derive(Debug, Clone)]
-enum Stop {
-    /// A process failed, exited, or could not start; exit with `code`.
-    Failure { reason: String, code: i32 },
-    /// SIGINT/SIGTERM or a request: exit 0 unless something failed before.
-    Requested { reason: String },
-    /// Every process finished its work.
-    Finished,
-}
-
-enum Event {
-    Exited {
-        name: String,
-    },
-    Ready {
-        name: String,
-        env: BTreeMap<String, String>,
-    },
-    DependencyFailed {
-        name: String,
-        message: String,
-    },
-    Waiting {
-        name: String,
-        dependency: String,
-    },
-    WatchFailed {
-        process: String,
-        watch: String,
-        action: OnFail,
-        failures: u32,
-        check: String,
-    },
-    Signal(i32),
+/// What reaches the runner.
+enum Input {
+    /// Straight to the machine.
+    Event(Event),
+    /// A group leader's pidfd became readable (and its output was drained).
+    LeaderExited { name: ProcessName, pid: u32 },
+    /// Nothing is left in the process group of a leader that already exited.
+    GroupEmpty { name: ProcessName, pid: u32 },
+    /// A control request.
     Control(Incoming),
-    /// No client for long enough (the idle watch holds the startup lock).
-    Idle(String),
 }
 
-enum State {
-    Dormant,
-    Waiting,
-    Running(Child),
-    Exited,
-}
+/// How often the runner looks whether a process group that outlived its leader is empty.
+/// The kernel reports no event for that; this runs only while such a group exists.
+const GROUP_CHECK: Duration = Duration::from_millis(20);
 
-struct Proc {
-    spec: ProcessSpec,
-    /// The `for_each` template this instance came from.
-    group: Option<String>,
-    state: State,
-    tasks: Vec<AbortHandle>,
-    /// Position in start order, for stopping in reverse.
-    started_seq: u64,
-    /// How its last run ended.
-    exit_code: Option<i32>,
-    /// Restarts requested through the control socket.
-    restarts: u32,
-    /// Its last run was ended on request (`stop_process`), so its exit is not a failure.
-    stopped_on_request: bool,
-}
-
-impl Proc {
-    fn new(spec: ProcessSpec, group: Option<String>, state: State) -> Proc {
-        Proc {
-            spec,
-            group,
-            state,
-            tasks: vec![],
-            started_seq: 0,
-            exit_code: None,
-            restarts: 0,
-            stopped_on_request: false,
-        }
-    }
-}
+/// How long after a leader's exit its output may still drain before the exit is handled,
+/// so that descendants holding the pipe cannot delay it.
+const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
 /// Runs `config` until every process is done or a shutdown is triggered; returns the
 /// exit code.
@@ -138,308 +76,321 @@ pub async fn run(
     options: Options,
     output: Output,
     lifeline: Arc<Lifeline>,
-    serve: Option<Serve>,
+    listening: Listening,
 ) -> i32 {
-    let (events, inbox) = mpsc::unbounded_channel();
-    let name_uses = config
-        .processes
-        .iter()
-        .map(|p| (p.name.clone(), 1))
-        .collect();
+    let (inputs, inbox) = mpsc::unbounded_channel();
     let (board, _) = watch::channel(BTreeMap::new());
     let mut base_env: BTreeMap<String, String> = std::env::vars().collect();
     base_env.extend(options.extra_env.clone());
-    let mut supervisor = Supervisor {
-        config: Arc::new(config),
+    let serve = listening.serve.is_some();
+    let config = Arc::new(config);
+    let mut specs = Vec::new();
+    let mut expansion_failure = None;
+    for spec in &config.processes {
+        // Stale outputs of a previous run must not satisfy this run's templates.
+        let _ = std::fs::remove_file(output_file(&options.log_dir, &spec.name));
+        if !spec.autostart {
+            specs.push(spec.clone());
+            continue;
+        }
+        match instances::expand(&config, spec) {
+            Ok(instances) => specs.extend(instances),
+            Err(reason) => expansion_failure = Some(reason),
+        }
+    }
+    for spec in &specs {
+        let _ = output.register(&spec.name);
+    }
+    let machine = Machine::new(
+        specs,
+        config.path.display().to_string(),
+        serve,
+        options.debug,
+    );
+    let mut runner = Runner {
+        machine,
+        config,
         options,
         output,
         lifeline,
         shell: Shell::detect(),
         base_env,
-        procs: Vec::new(),
-        events,
+        inputs,
+        local: VecDeque::new(),
+        children: HashMap::new(),
+        tasks: HashMap::new(),
+        pending: HashMap::new(),
+        next_request: 0,
         board,
-        seq: 0,
-        waiting: BTreeMap::new(),
-        name_uses,
-        serve: None,
-        ready_waiters: Vec::new(),
+        status_line: None,
+        listener: None,
     };
-    supervisor.main(inbox, serve).await
+    runner.main(inbox, listening, expansion_failure).await
 }
 
-struct Supervisor {
+struct Runner {
+    machine: Machine,
     config: Arc<Config>,
     options: Options,
     output: Output,
     lifeline: Arc<Lifeline>,
     shell: Shell,
     base_env: BTreeMap<String, String>,
-    procs: Vec<Proc>,
-    events: mpsc::UnboundedSender<Event>,
+    inputs: mpsc::UnboundedSender<Input>,
+    /// Results of effects performed synchronously (spawns), handled before the inbox.
+    local: VecDeque<Event>,
+    /// The live group leaders.
+    children: HashMap<ProcessName, Child>,
+    /// Dependency waiters and watches, per process.
+    tasks: HashMap<ProcessName, Vec<AbortHandle>>,
+    /// Requests the machine has not answered yet.
+    pending: HashMap<RequestId, Incoming>,
+    next_request: RequestId,
+    /// Final exits, for `process_exited` dependencies.
     board: watch::Sender<BTreeMap<String, ExitState>>,
-    seq: u64,
-    waiting: BTreeMap<String, String>,
-    /// How often each name was used, for `name`, `name.1`, `name.2`, … of runtime processes.
-    name_uses: BTreeMap<String, u32>,
-    /// In serve mode: the task forwarding control requests, and where the runtime files are.
-    serve: Option<Serving>,
-    /// `ready` requests waiting for every long-running process to run.
-    ready_waiters: Vec<Incoming>,
+    /// What the terminal's status line shows.
+    status_line: Option<String>,
+    listener: Option<Listener>,
 }
 
-struct Serving {
-    forward: AbortHandle,
-    paths: RuntimePaths,
-    idle: Option<IdleWatch>,
-    /// Started by `attach`, with stdout in a log beside the runtime files: on a clean exit
-    /// that log repeats `procman.log` and goes too.
-    started_by_attach: bool,
-}
-
-impl Supervisor {
+impl Runner {
     async fn main(
         &mut self,
-        mut inbox: mpsc::UnboundedReceiver<Event>,
-        serve: Option<Serve>,
+        mut inbox: mpsc::UnboundedReceiver<Input>,
+        listening: Listening,
+        expansion_failure: Option<String>,
     ) -> i32 {
         self.forward_signals();
         let count = self.config.processes.iter().filter(|p| p.autostart).count();
-        let mode = if serve.is_some() { "serve" } else { "run" };
+        let mode = if listening.serve.is_some() {
+            "serve"
+        } else {
+            "run"
+        };
         self.output
             .procman(&format!("started with {count} process(es), mode={mode}"));
-        if let Some(serve) = serve {
-            self.start_serving(serve);
-        }
-        let stop = match self.start_all() {
-            Err(stop) => stop,
-            Ok(()) => loop {
-                if let Some(stop) = self.finished() {
-                    break stop;
-                }
-                let Some(event) = inbox.recv().await else {
-                    break Stop::Finished;
-                };
-                let stop = match event {
-                    Event::Control(incoming) => self.control(incoming).await,
-                    event => self.handle(event),
-                };
-                if let Some(stop) = stop {
-                    break stop;
-                }
-                self.answer_ready_waiters();
-            },
+        self.listener = Some(Listener::start(listening, &self.output, &self.inputs));
+        let mut effects = match expansion_failure {
+            Some(reason) => self.machine.abort(reason, Now::read()),
+            None => self.machine.start(Now::read()),
         };
-        self.shutdown(stop, &mut inbox).await
-    }
-
-    /// Turns SIGINT and SIGTERM into events.
-    fn forward_signals(&self) {
-        use tokio::signal::unix::{SignalKind, signal};
-        for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
-            let Ok(mut stream) = signal(kind) else {
-                continue;
-            };
-            let events = self.events.clone();
-            tokio::spawn(async move {
-                while stream.recv().await.is_some() {
-                    if events.send(Event::Signal(kind.as_raw_value())).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    }
-
-    /// Queues every autostart process: started now, or waiting for its dependencies.
-    fn start_all(&mut self) -> Result<(), Stop> {
-        for spec in self.config.processes.clone() {
-            // Stale outputs of a previous run must not satisfy this run's templates.
-            let _ = std::fs::remove_file(self.output_file(&spec.name));
-            if !spec.autostart {
-                self.procs.push(Proc::new(spec, None, State::Dormant));
-                continue;
+        loop {
+            if let Some(code) = self.perform(effects) {
+                self.finish(code).await;
+                return code;
             }
-            for (instance, group) in self.expand(&spec)? {
-                if let Some(stop) = self.add(instance, group, BTreeMap::new()) {
-                    return Err(stop);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Expands `for_each` into instances `name-0`, `name-1`, … (sorted glob matches).
-    fn expand(&self, spec: &ProcessSpec) -> Result<Vec<(ProcessSpec, Option<String>)>, Stop> {
-        let Some(for_each) = &spec.for_each else {
-            return Ok(vec![(spec.clone(), None)]);
-        };
-        let pattern = if std::path::Path::new(&for_each.glob).is_absolute() {
-            for_each.glob.clone()
-        } else {
-            self.config
-                .dir
-                .join(&for_each.glob)
-                .to_string_lossy()
-                .into_owned()
-        };
-        let fail = |reason: String| Stop::Failure { reason, code: 1 };
-        let mut matches: Vec<String> = glob::glob(&pattern)
-            .map_err(|e| {
-                fail(format!(
-                    "{}: invalid for_each glob {pattern:?}: {e}",
-                    spec.name
-                ))
-            })?
-            .filter_map(Result::ok)
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
-        matches.sort();
-        if matches.is_empty() {
-            return Err(fail(format!(
-                "{}: for_each glob {pattern:?} matched no files",
-                spec.name
-            )));
-        }
-        let var = &for_each.var;
-        Ok(matches
-            .into_iter()
-            .enumerate()
-            .map(|(i, path)| {
-                let mut instance = spec.clone();
-                instance.name = format!("{}-{i}", spec.name);
-                instance.for_each = None;
-                instance.run = substitute_var(&instance.run, var, &path);
-                for dependency in instance
-                    .depends
-                    .iter_mut()
-                    .chain(instance.watch.iter_mut().map(|w| &mut w.check))
-                {
-                    substitute_in(&mut dependency.kind, var, &path);
-                }
-                instance.env.insert(var.clone(), path.clone());
-                (instance, Some(spec.name.clone()))
-            })
-            .collect())
-    }
-
-    /// Adds a process: spawns it now if it has no dependencies, else starts its waiter.
-    fn add(
-        &mut self,
-        spec: ProcessSpec,
-        group: Option<String>,
-        extra_env: BTreeMap<String, String>,
-    ) -> Option<Stop> {
-        let _ = self.output.register(&spec.name);
-        let index = self.procs.len();
-        let has_deps = !spec.depends.is_empty();
-        self.procs.push(Proc::new(spec, group, State::Waiting));
-        if has_deps {
-            self.start_waiter(index);
-            None
-        } else {
-            self.launch(index, extra_env)
-        }
-    }
-
-    fn start_waiter(&mut self, index: usize) {
-        let spec = self.procs[index].spec.clone();
-        let events = self.events.clone();
-        let board = self.board.subscribe();
-        let output = self.output.clone();
-        let task = tokio::spawn(async move {
-            let name = spec.name.clone();
-            let report = {
-                let events = events.clone();
-                let output = output.clone();
-                let name = name.clone();
-                move |progress: Progress<'_>| match progress {
-                    Progress::Waiting { dependency } => {
-                        let _ = events.send(Event::Waiting {
-                            name: name.clone(),
-                            dependency: dependency.to_owned(),
-                        });
-                    }
-                    Progress::NotReady { dependency, reason } => {
-                        output.procman(&format!(
-                            "{name}: dependency not ready: {dependency} ({reason})"
-                        ));
-                    }
-                    Progress::Satisfied {
-                        dependency,
-                        remaining,
-                    } => {
-                        output.procman(&format!(
-                            "{name}: dependency satisfied: {dependency} ({remaining} remaining)"
-                        ));
-                    }
-                }
-            };
-            let event = match deps::wait_for_all(&name, &spec.depends, board, &report).await {
-                Ok(env) => Event::Ready { name, env },
-                Err(failure) => Event::DependencyFailed {
-                    name,
-                    message: failure.to_string(),
+            let event = match self.local.pop_front() {
+                Some(event) => event,
+                None => match inbox.recv().await {
+                    Some(input) => match self.translate(input) {
+                        Some(event) => event,
+                        None => {
+                            effects = Vec::new();
+                            continue;
+                        }
+                    },
+                    None => Event::Idle("the event channel closed".into()),
                 },
             };
-            let _ = events.send(event);
-        });
-        self.procs[index].tasks.push(task.abort_handle());
+            effects = self.machine.handle(Now::read(), event);
+        }
     }
 
-    /// Spawns process `index` (its dependencies hold). Failure to start is a failure of
-    /// the process, reported and treated like a non-zero exit.
-    fn launch(&mut self, index: usize, extra_env: BTreeMap<String, String>) -> Option<Stop> {
-        let spec = self.procs[index].spec.clone();
-        let name = spec.name.clone();
-        let prepared = self.prepare(&spec, extra_env);
-        let spawned = prepared.and_then(|(script, env)| {
+    /// Turns an input into a machine event, doing the system-level part first (reaping,
+    /// group checks, parking a request's reply channel).
+    fn translate(&mut self, input: Input) -> Option<Event> {
+        match input {
+            Input::Event(event) => Some(event),
+            Input::LeaderExited { name, pid } => {
+                let child = self.children.get_mut(&name).filter(|c| c.pid() == pid)?;
+                let status = child.try_reap()?;
+                let group_alive = child.group_alive();
+                self.children.remove(&name);
+                if group_alive {
+                    self.watch_group(name.clone(), pid);
+                } else {
+                    self.lifeline.forget(pid);
+                }
+                Some(Event::Exited {
+                    name,
+                    pid,
+                    exit: Exit::from_status(status),
+                    group_alive,
+                })
+            }
+            Input::GroupEmpty { name, pid } => {
+                self.lifeline.forget(pid);
+                Some(Event::GroupGone { name, pid })
+            }
+            Input::Control(incoming) => {
+                let message = match &incoming.request {
+                    Ok(message) => message.clone(),
+                    Err(problem) => {
+                        self.output
+                            .procman(&format!("ignored a bad control message: {problem}"));
+                        let message = problem.clone();
+                        incoming.reply(crate::protocol::Reply::Error { message });
+                        return None;
+                    }
+                };
+                let via = match incoming.via {
+                    crate::control::Channel::Fifo => "FIFO",
+                    crate::control::Channel::Socket => "socket",
+                };
+                self.next_request += 1;
+                let id = self.next_request;
+                self.pending.insert(id, incoming);
+                Some(Event::Request { id, message, via })
+            }
+        }
+    }
+
+    /// Performs effects in order; returns the exit code once the machine says to finish.
+    fn perform(&mut self, effects: Vec<Effect>) -> Option<i32> {
+        let mut finish = None;
+        for effect in effects {
+            match effect {
+                Effect::Log(line) => self.output.procman(&line),
+                Effect::WaitForDependencies(name) => {
+                    if let Some(spec) = self.machine.spec(&name) {
+                        let task = tasks::wait_for_dependencies(
+                            spec,
+                            self.board.subscribe(),
+                            self.output.clone(),
+                            self.inputs.clone(),
+                        );
+                        self.tasks.entry(name).or_default().push(task);
+                    }
+                }
+                Effect::Spawn { name, env } => {
+                    let event = self.spawn(&name, env);
+                    self.local.push_back(event);
+                }
+                Effect::StartWatches(name) => {
+                    if let Some(spec) = self.machine.spec(&name) {
+                        let started: Vec<AbortHandle> = spec
+                            .watch
+                            .iter()
+                            .map(|w| {
+                                tasks::watch(
+                                    name.clone(),
+                                    w.clone(),
+                                    self.board.subscribe(),
+                                    self.inputs.clone(),
+                                )
+                            })
+                            .collect();
+                        self.tasks.entry(name).or_default().extend(started);
+                    }
+                }
+                Effect::CancelTasks(name) => {
+                    for task in self.tasks.remove(&name).into_iter().flatten() {
+                        task.abort();
+                    }
+                }
+                Effect::Signal { pid, signal, .. } => {
+                    let signal = match signal {
+                        Sig::Term => rustix::process::Signal::TERM,
+                        Sig::Kill => rustix::process::Signal::KILL,
+                    };
+                    child::signal_group(pid, signal);
+                }
+                Effect::Arm {
+                    name,
+                    epoch,
+                    timer,
+                    after,
+                } => {
+                    let inputs = self.inputs.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = inputs.send(Input::Event(Event::Timer { name, epoch, timer }));
+                    });
+                }
+                Effect::Reply { id, reply } => {
+                    if let Some(incoming) = self.pending.remove(&id) {
+                        incoming.reply(reply);
+                    }
+                }
+                Effect::PublishExit { name, state } => {
+                    self.board.send_modify(|board| {
+                        // A group that already failed stays failed.
+                        if !matches!(board.get(&name), Some(ExitState::Failed { .. })) {
+                            board.insert(name, state);
+                        }
+                    });
+                }
+                Effect::Changed(_) => {}
+                Effect::StopListening => {
+                    if let Some(listener) = &self.listener {
+                        listener.stop_listening();
+                    }
+                }
+                Effect::DebugPause => {
+                    let inputs = self.inputs.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut line = String::new();
+                        let _ = std::io::stdin().read_line(&mut line);
+                        let _ = inputs.send(Input::Event(Event::Resume));
+                    });
+                }
+                Effect::Finish { code } => finish = Some(code),
+            }
+        }
+        self.show_waiting();
+        finish
+    }
+
+    /// Spawns a process; the result is the machine's next event.
+    fn spawn(&mut self, name: &ProcessName, env: BTreeMap<String, String>) -> Event {
+        let Some(spec) = self.machine.spec(name).cloned() else {
+            return Event::SpawnFailed {
+                name: name.clone(),
+                error: "no such process".into(),
+            };
+        };
+        let spawned = self.prepare(&spec, env).and_then(|(script, env)| {
             let launch = Launch {
                 script: &script,
                 env: &env,
                 cwd: spec.cwd.as_deref(),
             };
-            Child::spawn(&self.shell, &launch).map_err(|e| format!("cannot start: {e}"))
+            Child::spawn(&self.shell, &launch).map_err(|e| e.to_string())
         });
         let (child, pipe) = match spawned {
             Ok(spawned) => spawned,
-            Err(reason) => {
-                self.procs[index].state = State::Exited;
-                let reason = format!("{name}: {reason}");
-                self.output.procman(&reason);
-                return Some(Stop::Failure { reason, code: 1 });
+            Err(error) => {
+                return Event::SpawnFailed {
+                    name: name.clone(),
+                    error,
+                };
             }
         };
         let pid = child.pid();
         self.lifeline.watch(pid);
-        let capture = self.output.capture(&name, pipe);
-        self.output.procman(&format!("{name} [{pid}] started"));
+        let capture = self.output.capture(name, pipe);
         let exited = child.exit_signal();
-        let events = self.events.clone();
-        let waiter = tokio::spawn({
-            let name = name.clone();
-            async move {
-                exited.wait().await;
-                // Let the capture drain what the process wrote before we report its exit,
-                // without waiting on descendants that keep the pipe open.
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(200),
-                    tokio::task::spawn_blocking(move || capture.join()),
-                )
-                .await;
-                let _ = events.send(Event::Exited { name });
-            }
+        let inputs = self.inputs.clone();
+        let task_name = name.clone();
+        tokio::spawn(async move {
+            exited.wait().await;
+            // Let the capture drain what the process wrote before its exit is handled,
+            // without waiting on descendants that keep the pipe open.
+            let _ = tokio::time::timeout(
+                DRAIN_GRACE,
+                tokio::task::spawn_blocking(move || capture.join()),
+            )
+            .await;
+            let _ = inputs.send(Input::LeaderExited {
+                name: task_name,
+                pid,
+            });
         });
-        self.seq += 1;
-        let proc = &mut self.procs[index];
-        proc.started_seq = self.seq;
-        proc.state = State::Running(child);
-        proc.tasks.push(waiter.abort_handle());
-        for watch in spec.watch.clone() {
-            let handle = self.start_watch(&name, watch);
-            self.procs[index].tasks.push(handle);
+        self.children.insert(name.clone(), child);
+        Event::Spawned {
+            name: name.clone(),
+            pid,
         }
-        None
     }
 
     /// The script and environment of a process, with templates resolved.
@@ -449,7 +400,7 @@ impl Supervisor {
         extra_env: BTreeMap<String, String>,
     ) -> Result<(String, BTreeMap<String, String>), String> {
         let lookup = |process: &str, key: &str| {
-            std::fs::read_to_string(self.output_file(process))
+            std::fs::read_to_string(output_file(&self.options.log_dir, process))
                 .ok()
                 .and_then(|text| template::parse_output_file(&text).remove(key))
         };
@@ -460,267 +411,79 @@ impl Supervisor {
         env.extend(extra_env);
         env.insert(
             "PROCMAN_OUTPUT".into(),
-            self.output_file(&spec.name).to_string_lossy().into_owned(),
+            output_file(&self.options.log_dir, &spec.name)
+                .to_string_lossy()
+                .into_owned(),
         );
         let script = template::resolve(&spec.run, lookup)?;
         Ok((script, env))
     }
 
-    fn output_file(&self, name: &str) -> PathBuf {
-        let dir = std::path::absolute(&self.options.log_dir)
-            .unwrap_or_else(|_| self.options.log_dir.clone());
-        dir.join(format!("{name}.output"))
-    }
-
-    fn start_watch(&self, process: &str, watch: config::Watch) -> AbortHandle {
-        let events = self.events.clone();
-        let board = self.board.subscribe();
-        let process = process.to_owned();
+    /// Reports when the group of a leader that exited is empty. The kernel has no event
+    /// for that, so this looks every [`GROUP_CHECK`], only while such a group exists.
+    fn watch_group(&self, name: ProcessName, pid: u32) {
+        let inputs = self.inputs.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(watch.initial_delay).await;
-            let mut failures = 0u32;
-            loop {
-                match deps::check_once(&watch.check.kind, &board).await {
-                    deps::Check::Holds { .. } => failures = 0,
-                    deps::Check::NotYet { .. } => {
-                        failures += 1;
-                        if failures >= watch.failure_threshold {
-                            let _ = events.send(Event::WatchFailed {
-                                process: process.clone(),
-                                watch: watch.name.clone(),
-                                action: watch.on_fail.clone(),
-                                failures,
-                                check: deps::describe(&watch.check.kind),
-                            });
-                            if watch.on_fail != OnFail::Log {
-                                return;
-                            }
-                            failures = 0;
-                        }
-                    }
-                }
-                tokio::time::sleep(watch.poll_interval).await;
+            while child::group_alive(pid) {
+                tokio::time::sleep(GROUP_CHECK).await;
             }
-        })
-        .abort_handle()
+            let _ = inputs.send(Input::GroupEmpty { name, pid });
+        });
     }
 
-    fn index_of(&self, name: &str) -> Option<usize> {
-        self.procs.iter().position(|p| p.spec.name == name)
-    }
-
-    fn handle(&mut self, event: Event) -> Option<Stop> {
-        match event {
-            Event::Exited { name } => self.on_exit(&name),
-            Event::Ready { name, env } => {
-                self.clear_waiting(&name);
-                let index = self.index_of(&name)?;
-                if !matches!(self.procs[index].state, State::Waiting) {
-                    return None;
-                }
-                self.output
-                    .procman(&format!("{name}: all dependencies satisfied, starting"));
-                self.launch(index, env)
-            }
-            Event::DependencyFailed { name, message } => {
-                self.clear_waiting(&name);
-                if let Some(index) = self.index_of(&name) {
-                    self.procs[index].state = State::Exited;
-                }
-                self.output.procman(&message);
-                Some(Stop::Failure {
-                    reason: message,
-                    code: 1,
-                })
-            }
-            Event::Waiting { name, dependency } => {
-                self.output
-                    .procman(&format!("{name}: waiting for {dependency}"));
-                self.waiting.insert(name, dependency);
-                self.show_waiting();
-                None
-            }
-            Event::WatchFailed {
-                process,
-                watch,
-                action,
-                failures,
-                check,
-            } => {
-                let what =
-                    format!("{process}: watch {watch} failed {failures} time(s) in a row: {check}");
-                match action {
-                    OnFail::Shutdown => {
-                        self.output.procman(&what);
-                        Some(Stop::Failure {
-                            reason: what,
-                            code: 1,
-                        })
-                    }
-                    OnFail::Log => {
-                        self.output.procman(&what);
-                        None
-                    }
-                    OnFail::Spawn(target) => {
-                        self.output.procman(&format!("{what}; starting {target}"));
-                        let env = BTreeMap::from([
-                            ("PROCMAN_WATCH_NAME".to_owned(), watch),
-                            ("PROCMAN_WATCH_PROCESS".to_owned(), process),
-                            ("PROCMAN_WATCH_CHECK".to_owned(), check),
-                            ("PROCMAN_WATCH_FAILURES".to_owned(), failures.to_string()),
-                        ]);
-                        self.spawn_dormant(&target, env)
-                    }
-                }
-            }
-            // Control requests are async and answered by `control`, from the main loop.
-            Event::Control(incoming) => {
-                incoming.reply(Reply::Error {
-                    message: "not accepted at this point".into(),
-                });
-                None
-            }
-            Event::Idle(reason) => {
-                self.output.procman(&reason);
-                Some(Stop::Requested { reason })
-            }
-            Event::Signal(sig) => {
-                let name = if sig == libc::SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
-                };
-                Some(Stop::Requested {
-                    reason: format!("received {name}"),
-                })
-            }
-        }
-    }
-
-    /// Starts a dormant (`autostart: false`) process, unless it is already running.
-    fn spawn_dormant(&mut self, name: &str, env: BTreeMap<String, String>) -> Option<Stop> {
-        let index = self.index_of(name)?;
-        match self.procs[index].state {
-            State::Running(_) | State::Waiting => {
-                self.output
-                    .procman(&format!("{name}: already running, not starting another"));
-                None
-            }
-            State::Dormant | State::Exited => {
-                let mut spec = self.procs[index].spec.clone();
-                spec.env.extend(env);
-                self.procs.remove(index);
-                self.add(spec, None, BTreeMap::new())
-            }
-        }
-    }
-
-    fn clear_waiting(&mut self, name: &str) {
-        if self.waiting.remove(name).is_some() {
-            self.show_waiting();
-        }
-    }
-
-    fn show_waiting(&self) {
-        if self.waiting.is_empty() {
-            self.output.set_status(None);
-        } else {
-            let list: Vec<String> = self
-                .waiting
-                .iter()
-                .map(|(n, d)| format!("{n} → {d}"))
-                .collect();
-            self.output
-                .set_status(Some(format!("waiting: {}", list.join(", "))));
-        }
-    }
-
-    fn on_exit(&mut self, name: &str) -> Option<Stop> {
-        let index = self.index_of(name)?;
-        let proc = &mut self.procs[index];
-        let State::Running(child) = &mut proc.state else {
-            return None;
-        };
-        let status = child.try_reap()?;
-        let pid = child.pid();
-        let elapsed = child.started.elapsed().as_secs_f64();
-        self.lifeline.forget(pid);
-        proc.state = State::Exited;
-        proc.tasks.drain(..).for_each(|t| t.abort());
-        let (how, code) = describe_exit(status);
-        proc.exit_code = Some(code);
-        let once = proc.spec.once;
-        let group = proc.group.clone();
-        if once && status.success() {
-            self.output
-                .procman(&format!("{name} [{pid}] completed after {elapsed:.1}s"));
-            self.publish_exit(name, group, ExitState::Succeeded);
-            return None;
-        }
-        let line = format!("{name} [{pid}] {how} after {elapsed:.1}s");
-        self.output.procman(&line);
-        self.publish_exit(name, group, ExitState::Failed { code });
-        Some(Stop::Failure { reason: line, code })
-    }
-
-    /// Tells `process_exited` dependencies; a `for_each` group counts once all its
-    /// instances are done.
-    fn publish_exit(&mut self, name: &str, group: Option<String>, state: ExitState) {
-        let group_state = group.and_then(|g| {
-            let mut members = self
-                .procs
-                .iter()
-                .filter(|p| p.group.as_deref() == Some(g.as_str()));
-            let done = if state != ExitState::Succeeded {
-                Some(state)
-            } else if members.all(|p| matches!(p.state, State::Exited)) {
-                Some(ExitState::Succeeded)
-            } else {
-                None
+    /// Turns SIGINT and SIGTERM into events.
+    fn forward_signals(&self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
+            let Ok(mut stream) = signal(kind) else {
+                continue;
             };
-            done.map(|s| (g, s))
-        });
-        self.board.send_modify(|board| {
-            board.insert(name.to_owned(), state);
-            if let Some((g, s)) = group_state {
-                // A group that already failed stays failed.
-                if !matches!(board.get(&g), Some(ExitState::Failed { .. })) {
-                    board.insert(g, s);
+            let inputs = self.inputs.clone();
+            tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    let event = Event::Interrupt(kind.as_raw_value());
+                    if inputs.send(Input::Event(event)).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
-    }
-
-    /// Run mode ends by itself when nothing runs and nothing waits.
-    fn finished(&self) -> Option<Stop> {
-        if self.serve.is_some() {
-            return None;
+            });
         }
-        let busy = self
-            .procs
-            .iter()
-            .any(|p| matches!(p.state, State::Running(_) | State::Waiting));
-        (!busy).then_some(Stop::Finished)
+    }
+
+    /// The terminal's status line: what is still waiting, and for what.
+    fn show_waiting(&mut self) {
+        let list: Vec<String> = self
+            .machine
+            .waiting()
+            .map(|(name, what)| format!("{name} → {what}"))
+            .collect();
+        let line = (!list.is_empty()).then(|| format!("waiting: {}", list.join(", ")));
+        if line != self.status_line {
+            self.output.set_status(line.clone());
+            self.status_line = line;
+        }
+    }
+
+    /// Every process is gone: deliver the last replies, remove what is ours, say goodbye.
+    async fn finish(&mut self, code: i32) {
+        for task in self.tasks.drain().flat_map(|(_, tasks)| tasks) {
+            task.abort();
+        }
+        for (_, incoming) in self.pending.drain() {
+            incoming.reply(crate::protocol::Reply::Error {
+                message: "the server is shutting down".into(),
+            });
+        }
+        if let Some(listener) = self.listener.take() {
+            listener.close().await;
+        }
+        self.output.procman(&format!("exiting with code {code}"));
+        let _ = self.output.flush();
     }
 }
 
-/// Replaces `$var` and `${var}` in `text` with `value`.
-fn substitute_var(text: &str, var: &str, value: &str) -> String {
-    text.replace(&format!("${{{var}}}"), value)
-        .replace(&format!("${var}"), value)
-}
-
-/// Substitutes `var` in every text field of a dependency (for `for_each` instances,
-/// whose dependencies may name the instance's file as `${VAR}`).
-fn substitute_in(kind: &mut config::DependencyKind, var: &str, value: &str) {
-    use config::DependencyKind::*;
-    let substitute = |text: &str| substitute_var(text, var, value);
-    let path = |p: &mut PathBuf| *p = PathBuf::from(substitute(&p.to_string_lossy()));
-    match kind {
-        Http { url, .. } => *url = substitute(url),
-        Tcp { address } | NotListening { address } => *address = substitute(address),
-        PathExists { path: p } | NotExists { path: p } | FileContains { path: p, .. } => path(p),
-        NotRunning { pattern } => *pattern = substitute(pattern),
-        ProcessExited { .. } => {}
-    }
+/// Where a process's `$PROCMAN_OUTPUT` file is.
+fn output_file(log_dir: &std::path::Path, name: &str) -> PathBuf {
+    let dir = std::path::absolute(log_dir).unwrap_or_else(|_| log_dir.to_path_buf());
+    dir.join(format!("{name}.output"))
 }

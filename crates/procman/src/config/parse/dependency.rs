@@ -347,7 +347,7 @@ impl Ctx {
                     DEFAULT_FAILURE_THRESHOLD
                 }),
         };
-        let expected = "`shutdown`, `log`, `debug` or `spawn: PROCESS`";
+        let expected = "`shutdown`, `log`, `debug`, `restart` or `spawn: PROCESS`";
         let on_fail = match f.get("on_fail") {
             None => Some(OnFail::Shutdown),
             Some((_, v)) => match v {
@@ -357,6 +357,7 @@ impl Ctx {
                     Some(OnFail::Shutdown)
                 }
                 Node::Scalar(s) if s.as_str() == "log" => Some(OnFail::Log),
+                Node::Scalar(s) if s.as_str() == "restart" => Some(OnFail::Restart),
                 Node::Mapping(sm) if sm.len() == 1 && sm.get_node("spawn").is_some() => {
                     let target = sm.get_node("spawn")?;
                     let t = self.string(target, &format!("`spawn` in {what}"))?;
@@ -368,7 +369,7 @@ impl Ctx {
                         Node::Scalar(s) => format!(
                             "`{}`{}",
                             s.as_str(),
-                            suggest(s.as_str(), ["shutdown", "log", "debug"])
+                            suggest(s.as_str(), ["shutdown", "log", "debug", "restart"])
                         ),
                         other => describe(other),
                     };

@@ -8,11 +8,12 @@ use std::time::Duration;
 use marked_yaml::Node;
 use marked_yaml::types::MarkedScalarNode;
 
-use super::fields::{describe, is_env_name, is_null};
+use super::fields::{Fields, describe, is_env_name, is_null, suggest};
 use super::yaml::{loc, span_loc};
 use super::{Ctx, Parsed};
 use crate::config::model::*;
 use crate::config::template;
+use crate::protocol::ProcessName;
 
 const PROCESS_FIELDS: &[&str] = &[
     "run",
@@ -24,6 +25,10 @@ const PROCESS_FIELDS: &[&str] = &[
     "watch",
     "cwd",
     "stop_timeout",
+    "restart",
+    "max_restarts",
+    "restart_delay",
+    "max_restart_delay",
 ];
 const FOR_EACH_FIELDS: &[&str] = &["glob", "as"];
 
@@ -39,14 +44,13 @@ impl Ctx {
     ) -> Option<Parsed> {
         let name = key.as_str().to_string();
         let at = span_loc(key.span());
-        if name.trim().is_empty() || name.contains('/') || name.contains('\0') {
-            self.err(
-                at,
-                format!(
-                    "invalid process name `{name}`: names must be non-empty and contain no `/`"
-                ),
-            );
-        }
+        let process_name = match ProcessName::new(&name) {
+            Ok(valid) => Some(valid),
+            Err(e) => {
+                self.err(at, format!("invalid process name: {e}"));
+                None
+            }
+        };
         let owner = format!("process `{name}`");
         let map = match value {
             Node::Mapping(m) => m,
@@ -145,6 +149,8 @@ impl Ctx {
             .and_then(|(_, n)| self.duration(n, &format!("`stop_timeout` in {owner}")))
             .unwrap_or(DEFAULT_STOP_TIMEOUT);
 
+        let restart = self.restart_policy(&f, &owner, once);
+
         let for_each = f
             .get("for_each")
             .and_then(|(_, n)| self.for_each(n, &owner));
@@ -207,7 +213,7 @@ impl Ctx {
 
         Some(Parsed {
             spec: ProcessSpec {
-                name,
+                name: process_name?,
                 run,
                 env,
                 once,
@@ -217,6 +223,8 @@ impl Ctx {
                 watch,
                 cwd,
                 stop_timeout,
+                restart,
+                group: None,
                 location: at,
             },
             flags_known,
@@ -225,6 +233,80 @@ impl Ctx {
             spawns,
             templates,
         })
+    }
+
+    /// `restart`, `max_restarts`, `restart_delay`, `max_restart_delay`; `restart: always`
+    /// with `once: true` is a contradiction and an error.
+    fn restart_policy(&mut self, f: &Fields<'_>, owner: &str, once: bool) -> RestartPolicy {
+        let mut policy = RestartPolicy::default();
+        if let Some((_, n)) = f.get("restart") {
+            let what = format!("`restart` in {owner}");
+            let choices = ["no", "on-failure", "always"];
+            policy.when = match n {
+                // YAML 1.1 reads a bare `no` as false; accept it as the policy it spells.
+                Node::Scalar(s) if matches!(s.as_str(), "no" | "false") => Restart::No,
+                Node::Scalar(s) if s.as_str() == "on-failure" => Restart::OnFailure,
+                Node::Scalar(s) if s.as_str() == "always" => {
+                    if once {
+                        self.err(
+                            loc(n),
+                            format!(
+                                "{what} is `always` but the process is `once: true`; a job that \
+                                 runs once cannot always restart (use `on-failure` to retry it)"
+                            ),
+                        );
+                    }
+                    Restart::Always
+                }
+                other => {
+                    let got = match other {
+                        Node::Scalar(s) => format!(
+                            "`{}`{}",
+                            s.as_str(),
+                            suggest(&s.as_str().replace('_', "-"), choices)
+                        ),
+                        other => describe(other),
+                    };
+                    self.err(
+                        loc(other),
+                        format!("{what} must be `no`, `on-failure` or `always`, got {got}"),
+                    );
+                    Restart::No
+                }
+            };
+        }
+        if let Some((_, n)) = f.get("max_restarts") {
+            policy.max_restarts = self.integer(
+                n,
+                &format!("`max_restarts` in {owner}"),
+                "a whole number (0 or more)",
+                |_: &u32| true,
+            );
+        }
+        if let Some((_, n)) = f.get("restart_delay") {
+            policy.delay = self
+                .duration(n, &format!("`restart_delay` in {owner}"))
+                .unwrap_or(policy.delay);
+        }
+        if let Some((_, n)) = f.get("max_restart_delay") {
+            policy.max_delay = self
+                .duration(n, &format!("`max_restart_delay` in {owner}"))
+                .unwrap_or(policy.max_delay);
+        }
+        if policy.when == Restart::No {
+            for key in ["max_restarts", "restart_delay", "max_restart_delay"] {
+                if let Some((at, _)) = f.get(key) {
+                    self.err(
+                        *at,
+                        format!(
+                            "`{key}` in {owner} has no effect without a restart policy; \
+                             add `restart: on-failure` or `restart: always`"
+                        ),
+                    );
+                }
+            }
+        }
+        policy
     }
 
     pub(super) fn collect_templates(

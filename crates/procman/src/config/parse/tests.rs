@@ -690,10 +690,14 @@ fn watch_errors() {
         &["duplicate watch name `h` in process `web`", "4:13"],
     );
     only_err(
-        "web:\n  run: x\n  watch:\n    - check: {path: /x}\n      on_fail: restart\n",
+        "web:\n  run: x\n  watch:\n    - check: {path: /x}\n      on_fail: restrat\n",
         5,
         16,
-        &["unknown `on_fail` action", "`restart`", "process `web`"],
+        &[
+            "unknown `on_fail` action",
+            "did you mean `restart`",
+            "process `web`",
+        ],
     );
     only_err(
         "web:\n  run: x\n  watch:\n    - check: {path: /x}\n      on_fail: lgo\n",

@@ -1,16 +1,24 @@
-//! The wire protocol: newline-delimited JSON, one message per line, shared by the FIFO
-//! (procman 0.12's `run` and `shutdown`) and the socket (which adds requests with replies).
+//! The wire protocol shared by the server and every client: newline-delimited JSON, one
+//! message per line, on the FIFO (procman 0.12's `run` and `shutdown`) and the socket
+//! (which adds requests with replies). [`ProcessName`] and [`ProcessState`] are the same
+//! types the supervisor works with.
+
+mod name;
+mod state;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+pub use name::{InvalidName, MAX_NAME, ProcessName, SUPERVISOR_NAME};
+pub use state::{Exit, ProcessState, ProcessStatus, StopReason, Timestamp, signal_name};
+
 /// Longest accepted line, newline excluded.
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// Protocol version recorded in the discovery file; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The `type` values a request may carry.
 pub const KNOWN_TYPES: &[&str] = &[
@@ -59,7 +67,7 @@ pub enum Message {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRequest {
     /// Process name; a repeated name is deduplicated by the supervisor (`name.1`, …).
-    pub name: String,
+    pub name: ProcessName,
     /// The command line.
     pub run: String,
     /// Extra environment, merged over the server's.
@@ -90,14 +98,10 @@ pub enum Reply {
         /// What was done.
         message: String,
     },
-    /// A `run` request started (or queued) a process.
+    /// A `run` or `restart_process` request started (or queued) a process.
     Started {
-        /// The final, possibly deduplicated, name.
-        name: String,
-        /// Its pid once spawned.
-        pid: Option<u32>,
-        /// Its state (see [`ProcessStatus::state`]).
-        state: String,
+        /// The process under its final, possibly deduplicated, name, and its state.
+        process: ProcessStatus,
     },
     /// The process table.
     Status {
@@ -113,29 +117,6 @@ pub enum Reply {
         /// Why, in one sentence.
         message: String,
     },
-}
-
-/// One row of the process table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProcessStatus {
-    /// Process name.
-    pub name: String,
-    /// Pid while running.
-    pub pid: Option<u32>,
-    /// `waiting`, `running`, `exited`, `failed` or `dormant`.
-    pub state: String,
-    /// The dependency it waits for, while `waiting`.
-    #[serde(default)]
-    pub waiting_for: Option<String>,
-    /// Exit code once exited.
-    #[serde(default)]
-    pub exit_code: Option<i32>,
-    /// Seconds since (re)start while running.
-    #[serde(default)]
-    pub uptime_secs: Option<f64>,
-    /// How many times it was restarted.
-    #[serde(default)]
-    pub restarts: u32,
 }
 
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -218,7 +199,6 @@ fn validate(message: &Message) -> Result<(), String> {
     };
     match message {
         Message::Run(run) => {
-            check_name("run", &run.name)?;
             if run.run.trim().is_empty() {
                 return Err(format!(
                     "`run` message for {:?} has an empty `run` command",
@@ -297,7 +277,7 @@ mod tests {
         assert_eq!(
             min,
             Message::Run(RunRequest {
-                name: "a".into(),
+                name: ProcessName::new("a").unwrap(),
                 run: "true".into(),
                 env: BTreeMap::new(),
                 depends: None,
@@ -339,12 +319,11 @@ mod tests {
             pid: 1,
             config: "/x".into(),
             processes: vec![ProcessStatus {
-                name: "a".into(),
-                pid: Some(2),
-                state: "running".into(),
-                waiting_for: None,
-                exit_code: None,
-                uptime_secs: Some(1.5),
+                name: ProcessName::new("a").unwrap(),
+                state: ProcessState::Running {
+                    pid: 2,
+                    since: Timestamp(1),
+                },
                 restarts: 0,
             }],
         };
@@ -362,7 +341,9 @@ mod tests {
         let e = err(r#"{"type":"run","name":"x","run":"  "}"#);
         assert!(e.contains("empty `run`"), "{e}");
         let e = err(r#"{"type":"run","name":"","run":"true"}"#);
-        assert!(e.contains("empty `name`"), "{e}");
+        assert!(e.contains("name must not be empty"), "{e}");
+        let e = err(r#"{"type":"run","name":"procman","run":"true"}"#);
+        assert!(e.contains("reserved"), "{e}");
         let e = err(r#"{"type":"launch"}"#);
         assert!(
             e.contains("unknown message type \"launch\"") && e.contains("shutdown"),

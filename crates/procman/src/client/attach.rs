@@ -1,0 +1,200 @@
+//! `procman attach`: run a command while holding a reference on the config's shared
+//! server, starting the server if none runs (ADR-0003).
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use procref::{RefCounter, SysvRefCounter};
+
+use super::{ClientReference, warn_on_version_skew};
+use crate::control::{self, RuntimePaths, ServerInfo};
+use crate::duration::format_timeout;
+use crate::protocol::{Message, ProcessState, Reply};
+
+/// Options of `procman attach`.
+#[derive(Debug, Clone)]
+pub struct AttachOptions {
+    /// Disconnect timeout for a server this attach starts.
+    pub disconnect_timeout: Option<Duration>,
+    /// No-client timeout for a server this attach starts.
+    pub no_client_timeout: Option<Duration>,
+    /// Bound on starting the server and waiting for its processes.
+    pub startup_timeout: Duration,
+}
+
+/// `procman attach CONFIG -- COMMAND…`: holds a reference, starts the server if none runs,
+/// waits until it is ready, runs COMMAND, and returns COMMAND's exit code.
+pub async fn attach(config: &Path, options: &AttachOptions, command: &[String]) -> Result<i32> {
+    let paths = RuntimePaths::for_config(config)?;
+    let reference = ClientReference::acquire(&paths)?;
+    let deadline = Instant::now() + options.startup_timeout;
+    let server = ensure_server(&paths, reference.counter(), options).await?;
+    warn_on_version_skew(&server);
+    wait_ready(&paths, deadline).await?;
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| anyhow!("no command given after --"))?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .env("PROCMAN_CONFIG", &paths.config)
+        .env("PROCMAN_SERVER_PID", server.pid.to_string())
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    // Like a shell: Ctrl-C goes to the command (same process group); we wait for it.
+    let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            _ = interrupts.recv() => {}
+        }
+    };
+    drop(reference);
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The live server for `paths`, started (detached) if there is none. Runs under the
+/// startup lock, so concurrent attaches start exactly one.
+async fn ensure_server(
+    paths: &RuntimePaths,
+    counter: &SysvRefCounter,
+    options: &AttachOptions,
+) -> Result<ServerInfo> {
+    let got = tokio::task::block_in_place(|| counter.lock_timeout(options.startup_timeout))?;
+    if !got {
+        bail!(
+            "timed out after {} waiting for another client that is starting the server for {}",
+            format_timeout(Some(options.startup_timeout)),
+            paths.config.display()
+        );
+    }
+    let result = async {
+        if let Some(server) = ServerInfo::read(&paths.discovery).filter(ServerInfo::is_live) {
+            return Ok(server);
+        }
+        spawn_server(paths, options).await
+    }
+    .await;
+    let _ = counter.unlock();
+    result
+}
+
+/// Starts `procman serve` in its own session, stdio to a log file beside its runtime
+/// files, and waits until it reports that it listens.
+async fn spawn_server(paths: &RuntimePaths, options: &AttachOptions) -> Result<ServerInfo> {
+    let exe = std::env::current_exe().context("locating the procman executable")?;
+    let log_path = paths.discovery.with_extension("log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path)
+        .with_context(|| format!("opening the server log {}", log_path.display()))?;
+    let (ready_read, ready_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let ready_fd = {
+        use std::os::fd::AsRawFd;
+        ready_write.as_raw_fd()
+    };
+    let dir = paths.config.parent().unwrap_or(Path::new("/"));
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("serve")
+        .arg(&paths.config)
+        .args([
+            "--no-client-timeout",
+            &format_timeout(options.no_client_timeout),
+        ])
+        .args([
+            "--disconnect-timeout",
+            &format_timeout(options.disconnect_timeout),
+        ])
+        .current_dir(dir)
+        .env("PROCMAN_READY_FD", "3")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
+    // SAFETY: between fork and exec only async-signal-safe calls: setsid, dup2.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::setsid() < 0 || libc::dup2(ready_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting procman serve")?;
+    drop(ready_write);
+    let mut ready = tokio::net::unix::pipe::Receiver::from_owned_fd(ready_read)?;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        options.startup_timeout,
+        tokio::io::AsyncReadExt::read_to_end(&mut ready, &mut buf),
+    )
+    .await;
+    let log_tail = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if read.is_err() {
+        let _ = child.kill();
+        bail!(
+            "the server did not start listening within {}; its log {}:\n{}",
+            format_timeout(Some(options.startup_timeout)),
+            log_path.display(),
+            log_tail()
+        );
+    }
+    // Reap it in the background if it exits before we do.
+    std::thread::spawn(move || child.wait());
+    ServerInfo::read(&paths.discovery)
+        .filter(ServerInfo::is_live)
+        .ok_or_else(|| {
+            anyhow!(
+                "the server exited while starting; its log {}:\n{}",
+                log_path.display(),
+                log_tail()
+            )
+        })
+}
+
+/// Waits until every configured long-running process runs and no dependency is pending:
+/// one `ready` request that the server answers when that becomes true (no polling). On
+/// timeout, one `status` request names what is still pending.
+async fn wait_ready(paths: &RuntimePaths, deadline: Instant) -> Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match control::request(paths, &Message::Ready, left).await {
+        Ok(Reply::Ok { .. }) => return Ok(()),
+        Ok(Reply::Error { message }) => bail!("the server is not ready: {message}"),
+        Ok(other) => bail!("unexpected reply from the server: {other:?}"),
+        Err(control::ClientError::Timeout { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let status = control::request(paths, &Message::Status, Duration::from_secs(5)).await?;
+    let pending = match status {
+        Reply::Status { processes, .. } => processes
+            .iter()
+            .filter_map(|p| match &p.state {
+                ProcessState::Running { .. }
+                | ProcessState::Dormant
+                | ProcessState::Exited { .. }
+                | ProcessState::Stopped { .. } => None,
+                ProcessState::Waiting {
+                    waiting_for: Some(what),
+                } => Some(format!("{} (waiting for {what})", p.name)),
+                other => Some(format!("{} ({})", p.name, other.label())),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => format!("{other:?}"),
+    };
+    bail!("the server's processes were not ready in time: {pending}")
+}

@@ -1,0 +1,123 @@
+//! The server side of `procman run` and `procman serve`: bootstrap (config, instance check,
+//! lifeline, listener, output) and then the supervisor until it is done.
+//!
+//! Both modes listen on the config's FIFO and socket, so `status`, `stop`, `restart` and
+//! `stop --process` work against either; only `serve` accepts new processes (`start`) and
+//! may leave by itself when idle ([`idle`]).
+
+pub mod idle;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+
+use crate::config;
+use crate::control::{Listener, RuntimePaths};
+use crate::output::{ColorChoice, Output, OutputConfig};
+use crate::supervisor::{self, Lifeline};
+pub use idle::{ATTACH_DEFAULT, IdlePolicy, IdleWatch};
+
+/// How `run` or `serve` was invoked.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The config file.
+    pub config: PathBuf,
+    /// `-e KEY=VALUE` flags.
+    pub env: BTreeMap<String, String>,
+    /// Pause before a failure-triggered shutdown.
+    pub debug: bool,
+    /// Where logs and `$PROCMAN_OUTPUT` files go.
+    pub log_dir: PathBuf,
+    /// `Some` for `serve`: accept new processes, and when to leave for lack of clients.
+    pub serve: Option<IdlePolicy>,
+}
+
+/// Runs `procman run` / `procman serve` to the end; returns the exit code.
+pub fn run(invocation: Invocation) -> Result<i32> {
+    // Before any thread exists (so taking it out of the environment is sound).
+    let ready = invocation.serve.and_then(|_| take_ready_pipe());
+    if invocation.debug && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        bail!("--debug needs an interactive terminal (stdin is not a TTY)");
+    }
+    let config = match config::load(&invocation.config, &invocation.env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(1);
+        }
+    };
+    if config.processes.is_empty() && invocation.serve.is_none() {
+        bail!(
+            "{} defines no processes; add one, e.g.\n  web:\n    run: python3 -m http.server 8000",
+            invocation.config.display()
+        );
+    }
+    raise_open_file_limit();
+    // Before any thread exists: the guardian is forked from a single-threaded process.
+    let lifeline = Arc::new(Lifeline::start().context("starting the lifeline guardian")?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        // The instance check comes before anything is created or truncated: a second
+        // procman for this config is refused with the first one's pid.
+        let paths = RuntimePaths::for_config(&config.path)?;
+        let listener = Listener::bind(&paths).await?;
+        let output = Output::stdout(OutputConfig {
+            log_dir: Some(invocation.log_dir.clone()),
+            color: ColorChoice::Auto,
+        })
+        .with_context(|| {
+            format!(
+                "preparing the log directory {}",
+                invocation.log_dir.display()
+            )
+        })?;
+        for process in &config.processes {
+            output.register(&process.name).ok();
+        }
+        let options = supervisor::Options {
+            extra_env: invocation.env,
+            log_dir: invocation.log_dir,
+            debug: invocation.debug,
+        };
+        let listening = supervisor::Listening {
+            listener,
+            paths,
+            serve: invocation.serve,
+            ready,
+        };
+        Ok(supervisor::run(config, options, output, lifeline, listening).await)
+    })
+}
+
+/// Each child costs the supervisor a few descriptors (output pipe, pidfd, log file) while
+/// it runs; the default soft limit of 1024 would cap a busy server far below what the
+/// hard limit allows.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
+/// The pipe on which a server started by `attach` reports that it listens (fd 3, named by
+/// `PROCMAN_READY_FD`), taken out of the environment so children do not inherit it.
+fn take_ready_pipe() -> Option<std::fs::File> {
+    let fd: i32 = std::env::var("PROCMAN_READY_FD").ok()?.parse().ok()?;
+    // SAFETY: called first thing in main, while the process is single-threaded.
+    unsafe { std::env::remove_var("PROCMAN_READY_FD") };
+    if fd < 3 {
+        return None;
+    }
+    // SAFETY: `attach` placed the pipe's write end at this descriptor for us alone.
+    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // Our children must not hold it open (attach waits for "ready" or EOF).
+    let _ = rustix::io::fcntl_setfd(&file, rustix::io::FdFlags::CLOEXEC);
+    Some(file)
+}
