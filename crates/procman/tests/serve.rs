@@ -3,82 +3,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Running, Sandbox, eventually, processes_matching};
+use common::{Running, Sandbox, Served, eventually, processes_matching};
 
 const T: Duration = Duration::from_secs(20);
-
-/// A sandbox whose runtime files (FIFO, socket, discovery) live in its own private dir.
-struct Served {
-    sb: Sandbox,
-}
-
-impl Served {
-    fn new(config: &str) -> Served {
-        let sb = Sandbox::new(config);
-        let run = sb.file("run");
-        std::fs::create_dir(&run).unwrap();
-        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
-        Served { sb }
-    }
-
-    fn cmd(&self, args: &[&str]) -> std::process::Command {
-        let mut cmd = self.sb.command(args);
-        cmd.env("PROCMAN_RUNTIME_DIR", self.sb.file("run"));
-        cmd
-    }
-
-    fn serve(&self) -> Running {
-        let running = Running::start(self.cmd(&["serve"]));
-        running.wait_for("listening on", T);
-        running
-    }
-
-    /// Runs a client command to completion (bounded: a hang fails the test).
-    fn client(&self, args: &[&str]) -> (i32, String, String) {
-        let mut running = Running::start(self.cmd(args));
-        let status = running.wait(T);
-        (
-            status.code().unwrap_or(-1),
-            running.stdout_text(),
-            running.stderr_text(),
-        )
-    }
-
-    fn runtime_files(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.sb.file("run"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect()
-    }
-
-    fn fifo(&self) -> PathBuf {
-        let paths = procman::control::RuntimePaths::in_dir(
-            &self.sb.file("procman.yaml"),
-            &self.sb.file("run"),
-        )
-        .unwrap();
-        paths.fifo
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let (code, out, err) = self.client(&["status", "--json"]);
-        assert_eq!(code, 0, "{err}");
-        serde_json::from_str(&out).unwrap()
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.status()["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["name"].as_str().unwrap().to_owned())
-            .collect()
-    }
-}
 
 fn http_ok(port: u16) -> bool {
     use std::io::{Read, Write};

@@ -16,6 +16,13 @@ const SERVER_EXIT_WAIT: Duration = Duration::from_secs(60);
 /// `procman stop && procman serve` just works. Otherwise stops each named process and
 /// leaves the server running.
 pub fn stop(config: &Path, processes: &[String]) -> Result<i32> {
+    if processes.is_empty() && !config.exists() && config.components().count() == 1 {
+        let name = config.display();
+        bail!(
+            "no config file at {name}; to stop the process {name} and keep the server \
+             running, use `procman stop -p {name}`"
+        );
+    }
     let paths = paths_for(config)?;
     if !processes.is_empty() {
         let _reference = client_reference(&paths);

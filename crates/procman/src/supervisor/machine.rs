@@ -1156,25 +1156,26 @@ impl Machine {
         found
     }
 
-    /// A `run` request: starts a configured process that is not running by its name, or
-    /// adds a new process under a unique name.
+    /// A `run` request: starts a configured process that is not running by its name (in
+    /// either mode), or adds a new process under a unique name (serve mode).
     fn on_run(&mut self, id: RequestId, run: RunRequest, now: Now) {
-        if !self.serve {
-            self.effects.push(Effect::Reply {
-                id,
-                reply: Reply::Error {
-                    message: "`procman run` does not take new processes; use `procman serve`"
-                        .into(),
-                },
-            });
-            return;
-        }
         if let Some(i) = self.find(&run.name)
             && self.procs[i].origin == Origin::Config
             && !self.procs[i].is_busy()
         {
             self.procs[i].on_started.push(id);
             self.rerun(i, run.env, now);
+            return;
+        }
+        if !self.serve {
+            self.effects.push(Effect::Reply {
+                id,
+                reply: Reply::Error {
+                    message: "`procman run` does not take new processes; use `procman serve` \
+                              (`procman start NAME` starts a stopped process of the config)"
+                        .into(),
+                },
+            });
             return;
         }
         let depends = match &run.depends {

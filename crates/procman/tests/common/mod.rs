@@ -262,3 +262,76 @@ pub fn eventually(timeout: Duration, cond: impl Fn() -> bool) -> bool {
     }
     cond()
 }
+
+/// Bound on a server's start and on each client command.
+const SERVE_WAIT: Duration = Duration::from_secs(20);
+
+/// A sandbox whose runtime files (FIFO, socket, discovery) live in its own private dir.
+pub struct Served {
+    pub sb: Sandbox,
+}
+
+impl Served {
+    pub fn new(config: &str) -> Served {
+        let sb = Sandbox::new(config);
+        let run = sb.file("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        Served { sb }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = self.sb.command(args);
+        cmd.env("PROCMAN_RUNTIME_DIR", self.sb.file("run"));
+        cmd
+    }
+
+    pub fn serve(&self) -> Running {
+        let running = Running::start(self.cmd(&["serve"]));
+        running.wait_for("listening on", SERVE_WAIT);
+        running
+    }
+
+    /// Runs a client command to completion (bounded: a hang fails the test).
+    pub fn client(&self, args: &[&str]) -> (i32, String, String) {
+        let mut running = Running::start(self.cmd(args));
+        let status = running.wait(SERVE_WAIT);
+        (
+            status.code().unwrap_or(-1),
+            running.stdout_text(),
+            running.stderr_text(),
+        )
+    }
+
+    pub fn runtime_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.sb.file("run"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    }
+
+    pub fn fifo(&self) -> PathBuf {
+        let paths = procman::control::RuntimePaths::in_dir(
+            &self.sb.file("procman.yaml"),
+            &self.sb.file("run"),
+        )
+        .unwrap();
+        paths.fifo
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let (code, out, err) = self.client(&["status", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.status()["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
