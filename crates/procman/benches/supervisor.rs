@@ -17,10 +17,14 @@
 //! Without `--bench` (as under `cargo test --all-targets`) it runs a seconds-long smoke
 //! version so the harness stays tested.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{Project, median, now_secs, sorted_median, wait_for_stamp};
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -82,10 +86,6 @@ fn report(what: &str, rates: &[f64]) {
         median(&sorted),
         sorted.iter().map(|r| *r as u64).collect::<Vec<_>>()
     );
-}
-
-fn median(sorted: &[f64]) -> f64 {
-    sorted[sorted.len() / 2]
 }
 
 /// Lines per second through the supervisor, 8 children, counting every line received.
@@ -167,13 +167,6 @@ fn exec_latency(bin: &Path) -> f64 {
     (ran - began) * 1000.0
 }
 
-fn now_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
 /// Context switches of every supervisor thread over `window`, and its RSS.
 fn idle(bin: &Path, window: Duration) -> (u64, u64) {
     let dir = tempfile::tempdir().unwrap();
@@ -234,67 +227,6 @@ fn cpu_model() -> String {
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_default()
-}
-
-/// A scratch project with its own private runtime dir.
-struct Project {
-    dir: tempfile::TempDir,
-}
-
-impl Project {
-    fn new(config: &str) -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("procman.yaml"), config).unwrap();
-        std::fs::create_dir(dir.path().join("run")).unwrap();
-        Project { dir }
-    }
-
-    fn paths(&self) -> procman::control::RuntimePaths {
-        let config = self.dir.path().join("procman.yaml");
-        procman::control::RuntimePaths::in_dir(&config, &self.dir.path().join("run")).unwrap()
-    }
-
-    fn cmd(&self, bin: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env("PROCMAN_RUNTIME_DIR", self.dir.path().join("run"))
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    /// Starts `procman serve ARGS`, waits until it listens; its stdout lines arrive on the channel.
-    fn serve(
-        &self,
-        bin: &Path,
-        args: &[&str],
-    ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
-        let mut child = self
-            .cmd(bin, &[&["serve"], args].concat())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        while !rx.recv().unwrap().contains("listening on") {}
-        (child, rx)
-    }
-
-    fn stop(&self, bin: &Path, mut server: std::process::Child) {
-        self.cmd(bin, &["stop"])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        server.wait().unwrap();
-    }
 }
 
 /// Processes per second spawned from `run` messages written straight into the FIFO.
@@ -416,21 +348,4 @@ fn kill_to_shutdown(bin: &Path, samples: usize) -> f64 {
         server.wait().unwrap();
     }
     sorted_median(results)
-}
-
-fn wait_for_stamp(stamp: &Path) -> f64 {
-    loop {
-        if let Some(v) = std::fs::read_to_string(stamp)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-        {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn sorted_median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    median(&values)
 }
