@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::checks;
@@ -35,6 +35,10 @@ pub enum Channel {
     Socket,
 }
 
+/// Replies a socket connection buffers for a streaming request before the server treats
+/// its client as too slow and ends the stream.
+pub(crate) const STREAM_BUFFER: usize = 4096;
+
 /// One request, or the error that took its place (bad line, refused peer, read failure),
 /// so that nothing goes unreported.
 #[derive(Debug)]
@@ -43,34 +47,54 @@ pub struct Incoming {
     pub request: Result<Message, String>,
     /// Where it came from.
     pub via: Channel,
-    reply: Option<oneshot::Sender<Reply>>,
+    replies: Option<mpsc::Sender<Reply>>,
 }
 
 impl Incoming {
     pub(crate) fn new(
         request: Result<Message, String>,
         via: Channel,
-        reply: Option<oneshot::Sender<Reply>>,
+        replies: Option<mpsc::Sender<Reply>>,
     ) -> Incoming {
         Incoming {
             request,
             via,
-            reply,
+            replies,
         }
     }
 
     /// Whether [`Incoming::reply`] reaches a client (socket requests only).
     pub fn wants_reply(&self) -> bool {
-        self.reply.is_some()
+        self.replies.is_some()
     }
 
     /// Answers the request: one JSON line back on its socket connection; a no-op for
     /// FIFO requests, which are one-way. Dropping an unanswered socket request sends the
     /// client an error reply.
     pub fn reply(self, reply: Reply) {
-        if let Some(tx) = self.reply {
-            let _ = tx.send(reply);
+        if let Some(tx) = self.replies {
+            let _ = tx.try_send(reply);
         }
+    }
+
+    /// Keeps the connection open for a stream of replies (a subscription); `None` for a
+    /// FIFO request, which cannot be answered.
+    pub fn into_stream(self) -> Option<ReplyStream> {
+        self.replies.map(ReplyStream)
+    }
+}
+
+/// The open end of a streaming request: each [`ReplyStream::send`] is one line to the
+/// client. Dropping it ends the stream.
+#[derive(Debug)]
+pub struct ReplyStream(mpsc::Sender<Reply>);
+
+impl ReplyStream {
+    /// Queues one reply without waiting; false when the client is gone or so far behind
+    /// that [`STREAM_BUFFER`] replies are waiting (the caller then drops the stream, and
+    /// the client, whose stream ended, can subscribe again for a fresh snapshot).
+    pub fn send(&self, reply: Reply) -> bool {
+        self.0.try_send(reply).is_ok()
     }
 }
 

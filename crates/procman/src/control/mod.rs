@@ -26,5 +26,5 @@ mod tests;
 pub use client::{PIPE_BUF, request, send_fifo};
 pub use discovery::ServerInfo;
 pub use error::{ClientError, ControlError};
-pub use listener::{Channel, DEFAULT_IDLE_TIMEOUT, Incoming, Listener};
+pub use listener::{Channel, DEFAULT_IDLE_TIMEOUT, Incoming, Listener, ReplyStream};
 pub use paths::{RUNTIME_DIR_ENV, RuntimePaths};

@@ -1,6 +1,7 @@
 //! The server's Unix socket: requests with replies (status, stop/restart one process),
 //! only from the same user (checked with `SO_PEERCRED`), each connection bounded in time.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -8,15 +9,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::ControlError;
 use super::checks::{self, Kind};
 use super::fifo::refusal;
 use super::lines::{LineSplitter, Piece};
-use super::listener::{Channel, Incoming, Probe};
+use super::listener::{Channel, Incoming, Probe, STREAM_BUFFER};
 use crate::protocol::{MAX_LINE, Reply, encode_reply, parse_line};
 
 /// Room in `sockaddr_un.sun_path` for a path and its terminating NUL.
@@ -140,64 +142,119 @@ async fn serve(stream: UnixStream, tx: mpsc::Sender<Incoming>, idle: Duration) {
         }
     }
     let (mut reader, mut writer) = stream.into_split();
-    let mut splitter = LineSplitter::default();
-    let mut buf = vec![0u8; 8 * 1024];
-    let mut pieces = Vec::new();
+    let mut connection = Connection {
+        splitter: LineSplitter::default(),
+        buf: vec![0u8; 8 * 1024],
+        pieces: VecDeque::new(),
+        eof: false,
+    };
     loop {
-        let eof = match tokio::time::timeout(idle, reader.read(&mut buf)).await {
-            Ok(Ok(0)) => true,
-            Ok(Ok(n)) => {
-                splitter.push(&buf[..n], &mut pieces);
-                false
-            }
-            Ok(Err(_)) | Err(_) => return,
-        };
-        if eof {
-            if let Some(line) = splitter.take_partial() {
-                pieces.push(Piece::Line(line));
-            }
-        }
-        for piece in pieces.drain(..) {
-            let reply = match piece {
-                Piece::Line(line) => match answer(&line, &tx).await {
-                    Some(reply) => reply,
-                    None => return,
-                },
-                Piece::TooLong => {
-                    let message = format!(
-                        "request is longer than {MAX_LINE} bytes; requests are limited to {MAX_LINE} bytes per line"
-                    );
-                    let _ = writer
-                        .write_all(encode_reply(&Reply::Error { message }).as_bytes())
-                        .await;
-                    return;
-                }
-            };
-            if writer
-                .write_all(encode_reply(&reply).as_bytes())
-                .await
-                .is_err()
-            {
+        if connection.pieces.is_empty() {
+            if connection.eof {
                 return;
             }
+            match tokio::time::timeout(idle, connection.read(&mut reader)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return,
+            }
+            continue;
         }
-        if eof {
-            return;
+        let Some(piece) = connection.pieces.pop_front() else {
+            continue;
+        };
+        match piece {
+            Piece::Line(line) => {
+                if !answer(&line, &tx, &mut connection, &mut reader, &mut writer).await {
+                    return;
+                }
+            }
+            Piece::TooLong => {
+                let message = format!(
+                    "request is longer than {MAX_LINE} bytes; requests are limited to {MAX_LINE} bytes per line"
+                );
+                let _ = writer
+                    .write_all(encode_reply(&Reply::Error { message }).as_bytes())
+                    .await;
+                return;
+            }
         }
     }
 }
 
-/// Hands one request to the server and waits for its reply; a request the server drops
-/// unanswered still gets an error reply. `None` once the listener is gone.
-async fn answer(line: &[u8], tx: &mpsc::Sender<Incoming>) -> Option<Reply> {
+/// The reading side of one connection: requests split into lines, in arrival order.
+struct Connection {
+    splitter: LineSplitter,
+    buf: Vec<u8>,
+    pieces: VecDeque<Piece>,
+    eof: bool,
+}
+
+impl Connection {
+    /// Reads once; queues the complete lines (and, at EOF, an unterminated last one).
+    async fn read(&mut self, reader: &mut OwnedReadHalf) -> io::Result<()> {
+        let n = reader.read(&mut self.buf).await?;
+        let mut pieces = Vec::new();
+        if n == 0 {
+            self.eof = true;
+            if let Some(line) = self.splitter.take_partial() {
+                pieces.push(Piece::Line(line));
+            }
+        } else {
+            self.splitter.push(&self.buf[..n], &mut pieces);
+        }
+        self.pieces.extend(pieces);
+        Ok(())
+    }
+}
+
+/// Hands one request to the server and writes its replies, one line each, until the
+/// server is done with it: one reply for most requests, a stream for subscriptions. A
+/// request the server drops unanswered still gets an error reply. While replies stream,
+/// what the client sends is queued, and its EOF ends the stream. Returns whether the
+/// connection goes on.
+async fn answer(
+    line: &[u8],
+    tx: &mpsc::Sender<Incoming>,
+    connection: &mut Connection,
+    reader: &mut OwnedReadHalf,
+    writer: &mut OwnedWriteHalf,
+) -> bool {
     let request = parse_line(line);
     let fallback = match &request {
         Err(message) => message.clone(),
         Ok(_) => "the server dropped the request without answering".to_owned(),
     };
-    let (reply_tx, reply_rx) = oneshot::channel();
-    tx.send(Incoming::new(request, Channel::Socket, Some(reply_tx)))
+    let (reply_tx, mut replies) = mpsc::channel(STREAM_BUFFER);
+    if tx
+        .send(Incoming::new(request, Channel::Socket, Some(reply_tx)))
         .await
-        .ok()?;
-    Some(reply_rx.await.unwrap_or(Reply::Error { message: fallback }))
+        .is_err()
+    {
+        return false;
+    }
+    let mut answered = false;
+    loop {
+        tokio::select! {
+            reply = replies.recv() => {
+                let Some(reply) = reply else { break };
+                answered = true;
+                if writer.write_all(encode_reply(&reply).as_bytes()).await.is_err() {
+                    return false;
+                }
+            }
+            read = connection.read(reader), if answered && !connection.eof => {
+                if read.is_err() || connection.eof {
+                    return false;
+                }
+            }
+        }
+    }
+    if !answered {
+        let reply = Reply::Error { message: fallback };
+        return writer
+            .write_all(encode_reply(&reply).as_bytes())
+            .await
+            .is_ok();
+    }
+    true
 }

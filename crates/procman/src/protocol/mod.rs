@@ -28,6 +28,7 @@ pub const KNOWN_TYPES: &[&str] = &[
     "ready",
     "stop_process",
     "restart_process",
+    "subscribe",
 ];
 
 /// One request from a client.
@@ -60,6 +61,10 @@ pub enum Message {
         /// The process name.
         name: String,
     },
+    /// Follow the process table: answered with a [`Reply::Status`] snapshot, then one
+    /// [`Reply::Event`] per state change, for as long as the connection stays open;
+    /// socket only.
+    Subscribe,
 }
 
 /// A `run` message. Unknown fields are ignored, as procman 0.12 does, so that newer
@@ -111,6 +116,11 @@ pub enum Reply {
         config: String,
         /// One entry per process.
         processes: Vec<ProcessStatus>,
+    },
+    /// A process's new state, streamed to subscribers.
+    Event {
+        /// The process's row after the change.
+        process: ProcessStatus,
     },
     /// The request was refused or failed.
     Error {
@@ -209,7 +219,7 @@ fn validate(message: &Message) -> Result<(), String> {
         }
         Message::StopProcess { name } => check_name("stop_process", name),
         Message::RestartProcess { name } => check_name("restart_process", name),
-        Message::Shutdown { .. } | Message::Status | Message::Ready => Ok(()),
+        Message::Shutdown { .. } | Message::Status | Message::Ready | Message::Subscribe => Ok(()),
     }
 }
 
@@ -307,6 +317,7 @@ mod tests {
         );
         for m in [
             Message::Status,
+            Message::Subscribe,
             Message::StopProcess { name: "web".into() },
             Message::RestartProcess { name: "web".into() },
             shutdown,

@@ -1071,6 +1071,13 @@ impl Machine {
                 },
             ),
             Message::Ready => self.ready_waiters.push(id),
+            // The runner keeps subscriptions; it never hands one to the machine.
+            Message::Subscribe => reply(
+                self,
+                Reply::Error {
+                    message: "subscriptions are not handled here".into(),
+                },
+            ),
             Message::Run(run) => self.on_run(id, run, now),
             Message::StopProcess { name } => {
                 let Some(i) = self.lookup(id, &name) else {

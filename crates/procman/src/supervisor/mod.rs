@@ -27,10 +27,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
 use crate::config::{Config, ProcessSpec, template};
-use crate::control::Incoming;
+use crate::control::{Incoming, ReplyStream};
 use crate::deps::ExitState;
 use crate::output::Output;
-use crate::protocol::{Exit, ProcessName};
+use crate::protocol::{Exit, Message, ProcessName, Reply};
 pub use child::Shell;
 use child::{Child, Launch};
 pub use lifeline::Lifeline;
@@ -124,6 +124,7 @@ pub async fn run(
         board,
         status_line: None,
         listener: None,
+        subscribers: Vec::new(),
     };
     runner.main(inbox, listening, expansion_failure).await
 }
@@ -151,6 +152,8 @@ struct Runner {
     /// What the terminal's status line shows.
     status_line: Option<String>,
     listener: Option<Listener>,
+    /// Open subscriptions (`subscribe` requests), told every state change.
+    subscribers: Vec<ReplyStream>,
 }
 
 impl Runner {
@@ -222,6 +225,10 @@ impl Runner {
                 self.lifeline.forget(pid);
                 Some(Event::GroupGone { name, pid })
             }
+            Input::Control(incoming) if matches!(incoming.request, Ok(Message::Subscribe)) => {
+                self.subscribe(incoming);
+                None
+            }
             Input::Control(incoming) => {
                 let message = match &incoming.request {
                     Ok(message) => message.clone(),
@@ -229,7 +236,7 @@ impl Runner {
                         self.output
                             .procman(&format!("ignored a bad control message: {problem}"));
                         let message = problem.clone();
-                        incoming.reply(crate::protocol::Reply::Error { message });
+                        incoming.reply(Reply::Error { message });
                         return None;
                     }
                 };
@@ -320,7 +327,7 @@ impl Runner {
                         }
                     });
                 }
-                Effect::Changed(_) => {}
+                Effect::Changed(name) => self.publish_change(&name),
                 Effect::StopListening => {
                     if let Some(listener) = &self.listener {
                         listener.stop_listening();
@@ -339,6 +346,39 @@ impl Runner {
         }
         self.show_waiting();
         finish
+    }
+
+    /// Answers a subscription with the table, then keeps its connection for changes.
+    fn subscribe(&mut self, incoming: Incoming) {
+        let Some(stream) = incoming.into_stream() else {
+            self.output
+                .procman("ignored a subscribe message on the FIFO: subscriptions need the socket");
+            return;
+        };
+        let snapshot = Reply::Status {
+            pid: std::process::id(),
+            config: self.config.path.display().to_string(),
+            processes: self.machine.statuses(),
+        };
+        if stream.send(snapshot) {
+            self.subscribers.push(stream);
+        }
+    }
+
+    /// Sends a process's new row to every subscriber; a subscriber that is gone or too
+    /// far behind is dropped (its stream ends, and it may subscribe again).
+    fn publish_change(&mut self, name: &ProcessName) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let Some(process) = self.machine.status(name) else {
+            return;
+        };
+        self.subscribers.retain(|stream| {
+            stream.send(Reply::Event {
+                process: process.clone(),
+            })
+        });
     }
 
     /// Spawns a process; the result is the machine's next event.
@@ -466,11 +506,12 @@ impl Runner {
 
     /// Every process is gone: deliver the last replies, remove what is ours, say goodbye.
     async fn finish(&mut self, code: i32) {
+        self.subscribers.clear();
         for task in self.tasks.drain().flat_map(|(_, tasks)| tasks) {
             task.abort();
         }
         for (_, incoming) in self.pending.drain() {
-            incoming.reply(crate::protocol::Reply::Error {
+            incoming.reply(Reply::Error {
                 message: "the server is shutting down".into(),
             });
         }

@@ -1,0 +1,101 @@
+//! The socket protocol as any outside client speaks it: raw JSON lines over a Unix socket.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::{Served, unique_sleep};
+
+const T: Duration = Duration::from_secs(20);
+
+/// A raw connection to the server's socket.
+struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    fn connect(s: &Served) -> Client {
+        let paths =
+            procman::control::RuntimePaths::in_dir(&s.sb.file("procman.yaml"), &s.sb.file("run"))
+                .unwrap();
+        let stream = UnixStream::connect(&paths.socket).unwrap();
+        stream.set_read_timeout(Some(T)).unwrap();
+        Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.writer.write_all(line.as_bytes()).unwrap();
+        self.writer.write_all(b"\n").unwrap();
+    }
+
+    fn next(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        assert!(line.ends_with('\n'), "the reply ended early: {line:?}");
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+#[test]
+fn a_subscription_sees_a_restart_as_state_changes() {
+    let m = unique_sleep();
+    let s = Served::new(&format!("web:\n  run: exec sleep {m}\n"));
+    let mut server = s.serve();
+    let mut sub = Client::connect(&s);
+    sub.send(r#"{"type":"subscribe"}"#);
+    let snapshot = sub.next();
+    assert_eq!(snapshot["type"], "status");
+    assert_eq!(snapshot["processes"][0]["state"], "running");
+    let first = snapshot["processes"][0]["pid"].as_u64().unwrap();
+
+    let mut control = Client::connect(&s);
+    control.send(r#"{"type":"restart_process","name":"web"}"#);
+    let mut states = Vec::new();
+    loop {
+        let event = sub.next();
+        assert_eq!(event["type"], "event", "{event}");
+        assert_eq!(event["process"]["name"], "web");
+        let state = event["process"]["state"].as_str().unwrap().to_owned();
+        states.push(state.clone());
+        if state == "running" {
+            assert_ne!(event["process"]["pid"].as_u64().unwrap(), first);
+            assert_eq!(event["process"]["restarts"], 1);
+            break;
+        }
+    }
+    assert_eq!(states, ["stopping", "stopped", "running"]);
+    let reply = control.next();
+    assert_eq!(reply["type"], "started", "{reply}");
+    // The control connection still takes requests after its reply.
+    control.send(r#"{"type":"status"}"#);
+    assert_eq!(control.next()["type"], "status");
+    drop(sub);
+    s.client(&["stop"]);
+    assert_eq!(server.wait(T).code(), Some(0));
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let s = Served::new("web:\n  run: sleep 1000\n");
+    let mut server = s.serve();
+    let mut client = Client::connect(&s);
+    client.send("{\"type\":\"status\"}\n{\"type\":\"bogus\"}\n{\"type\":\"status\"}");
+    assert_eq!(client.next()["type"], "status");
+    let error = client.next();
+    assert_eq!(error["type"], "error");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown message type")
+    );
+    assert_eq!(client.next()["type"], "status");
+    s.client(&["stop"]);
+    assert_eq!(server.wait(T).code(), Some(0));
+}
