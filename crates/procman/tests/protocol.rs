@@ -99,3 +99,31 @@ fn pipelined_requests_are_answered_in_order() {
     s.client(&["stop"]);
     assert_eq!(server.wait(T).code(), Some(0));
 }
+
+#[test]
+fn a_python_client_subscribes_and_restarts_as_the_protocol_doc_says() {
+    let m = unique_sleep();
+    let s = Served::new(&format!("web:\n  run: exec sleep {m}\n"));
+    let mut server = s.serve();
+    let paths =
+        procman::control::RuntimePaths::in_dir(&s.sb.file("procman.yaml"), &s.sb.file("run"))
+            .unwrap();
+    let client = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/protocol_client.py"
+    );
+    let mut python = common::Running::start({
+        let mut cmd = std::process::Command::new("python3");
+        cmd.arg(client).arg(&paths.discovery).arg("web");
+        cmd
+    });
+    let status = python.wait(T);
+    let out = python.stdout_text();
+    assert!(status.success(), "{out}\n{}", python.stderr_text());
+    assert!(
+        out.contains("web stopping\nweb stopped\nweb running\nok"),
+        "{out}"
+    );
+    s.client(&["stop"]);
+    assert_eq!(server.wait(T).code(), Some(0));
+}
