@@ -306,3 +306,22 @@ fn status_restart_and_stop_process_over_the_socket() {
     s.client(&["stop"]);
     assert_eq!(server.wait(T).code(), Some(0));
 }
+
+#[test]
+fn status_into_a_closed_pipe_exits_quietly() {
+    let s = Served::new("web:\n  run: sleep 1000\n");
+    let mut server = s.serve();
+    let (read_end, write_end) = std::io::pipe().unwrap();
+    drop(read_end);
+    let out = s
+        .cmd(&["status"])
+        .stdout(write_end)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    s.client(&["stop"]);
+    assert_eq!(server.wait(T).code(), Some(0));
+}
