@@ -90,9 +90,9 @@ pub fn expand_braced(s: &str, env: &BTreeMap<String, String>) -> Result<String, 
         if let Some(after) = tail.strip_prefix("$${") {
             out.push_str("${");
             rest = after;
-        } else if tail.starts_with("${{") {
+        } else if let Some(after) = tail.strip_prefix("${{") {
             out.push_str("${{");
-            rest = &tail[3..];
+            rest = after;
         } else if let Some(body) = tail.strip_prefix("${") {
             let Some(close) = body.find('}') else {
                 return Err(format!(
