@@ -203,9 +203,8 @@ fn a_malformed_env_file_line_is_reported_with_file_and_line() {
     .unwrap();
     let (status, _, err) = sb.run(&["check"], T);
     assert_eq!(status.code(), Some(1));
-    let bad = sb.path().join("bad.env");
     assert!(
-        err.contains(&format!("{}:3: error: expected KEY=VALUE", bad.display())),
+        err.starts_with("bad.env:3: error: expected KEY=VALUE"),
         "{err}"
     );
     let (status, _, run_err) = sb.run(&[], T);

@@ -36,6 +36,26 @@ pub(super) struct Draft {
     pub templates: Vec<(String, String, Location)>,
 }
 
+impl Draft {
+    /// A draft of `spec` with nothing else written.
+    pub fn of(spec: ProcessSpec) -> Draft {
+        Draft {
+            spec,
+            env_order: Vec::new(),
+            env_files_at: Vec::new(),
+            for_each_at: Location::default(),
+            replicas: None,
+            expansions: Vec::new(),
+            flags_known: true,
+            deps_complete: true,
+            exited: Vec::new(),
+            outputs: Vec::new(),
+            spawns: Vec::new(),
+            templates: Vec::new(),
+        }
+    }
+}
+
 /// A dependency field that `$VAR` expansion applies to, located for its message.
 #[derive(Debug, Clone)]
 pub(super) struct Expansion {

@@ -112,8 +112,10 @@ fn pipeline(
     let relative_values = std::env::current_dir()
         .and_then(std::fs::canonicalize)
         .is_ok_and(|cwd| cwd == dir);
+    let shown_dir = display_path.parent().unwrap_or(Path::new(""));
     let setting = mutate::Setting {
         dir,
+        shown_dir,
         base_env: &base_env,
         relative_values,
     };

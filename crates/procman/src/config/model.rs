@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use crate::protocol::ProcessName;
 
+/// How long a SIGTERM'd process group gets before SIGKILL, unless `stop_timeout` says.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A whole `procman.yaml` (or Procfile): processes in file order.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -85,6 +88,31 @@ pub struct ProcessSpec {
     pub group: Option<ProcessName>,
     /// Where this process was defined (`line`, `column`, 1-based) for messages.
     pub location: Location,
+}
+
+impl ProcessSpec {
+    /// A long-running process with every default (what a Procfile line means).
+    pub fn with_defaults(name: ProcessName, run: String, location: Location) -> ProcessSpec {
+        ProcessSpec {
+            name,
+            run,
+            env: BTreeMap::new(),
+            env_files: Vec::new(),
+            file_env: BTreeMap::new(),
+            instance_env: BTreeMap::new(),
+            once: false,
+            autostart: true,
+            depends: Vec::new(),
+            for_each: None,
+            replicas: None,
+            watch: Vec::new(),
+            cwd: None,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            restart: RestartPolicy::default(),
+            group: None,
+            location,
+        }
+    }
 }
 
 /// `restart`, `max_restarts`, `restart_delay`, `max_restart_delay`.

@@ -24,6 +24,8 @@ use super::source::{self, ReadError};
 pub(super) struct Setting<'a> {
     /// The config's directory (canonical).
     pub dir: &'a Path,
+    /// The config's directory as the user named it, for messages about files in it.
+    pub shown_dir: &'a Path,
     /// What every process inherits before its own layers: the inherited environment, the
     /// global environment files, `-e` flags.
     pub base_env: &'a BTreeMap<String, String>,
@@ -41,7 +43,7 @@ pub(super) fn apply(drafts: &[Draft], setting: &Setting<'_>, cx: &mut Ctx) -> Ve
     for draft in drafts {
         let mut template = draft.spec.clone();
         resolve_paths(&mut template, setting.dir);
-        template.file_env = read_env_files(draft, &template.env_files, cx);
+        template.file_env = read_env_files(draft, &template.env_files, setting.shown_dir, cx);
         for mut instance in instances(draft, &template, setting, cx) {
             expand(draft, &mut instance, setting.base_env, cx);
             processes.push(instance);
@@ -59,11 +61,12 @@ fn resolve_paths(spec: &mut ProcessSpec, dir: &Path) {
     }
 }
 
-/// Reads environment files in order (a later one wins); problems go to `cx`, located at the
-/// `env_file` entry (`at`) or at the file's own line.
-pub(super) fn read_env_files(
+/// Reads a process's environment files in order (a later one wins); problems go to `cx`,
+/// located at the `env_file` entry or at the file's own line (shown under `shown_dir`).
+fn read_env_files(
     draft: &Draft,
     files: &[PathBuf],
+    shown_dir: &Path,
     cx: &mut Ctx,
 ) -> BTreeMap<String, String> {
     let owner = format!("process `{}`", draft.spec.name);
@@ -82,7 +85,7 @@ pub(super) fn read_env_files(
             ),
             Err(EnvFileError::Lines(errors)) => {
                 for e in errors {
-                    cx.err_in(file.clone(), e.line, e.message);
+                    cx.err_in(shown_dir.join(written), e.line, e.message);
                 }
             }
         }

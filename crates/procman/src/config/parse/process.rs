@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use marked_yaml::Node;
 use marked_yaml::types::MarkedScalarNode;
@@ -36,8 +35,6 @@ const PROCESS_FIELDS: &[&str] = &[
 ];
 const FOR_EACH_FIELDS: &[&str] = &["glob", "as"];
 
-const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// The most instances `replicas` may ask for.
 pub(crate) const MAX_REPLICAS: u32 = 1000;
 
@@ -48,51 +45,6 @@ pub(crate) fn process_name(cx: &mut Ctx, name: &str, at: Location) -> Option<Pro
         Err(e) => {
             cx.err(at, format!("invalid process name: {e}"));
             None
-        }
-    }
-}
-
-impl Draft {
-    /// A draft of `spec` with nothing else written.
-    pub(crate) fn of(spec: ProcessSpec) -> Draft {
-        Draft {
-            spec,
-            env_order: Vec::new(),
-            env_files_at: Vec::new(),
-            for_each_at: Location::default(),
-            replicas: None,
-            expansions: Vec::new(),
-            flags_known: true,
-            deps_complete: true,
-            exited: Vec::new(),
-            outputs: Vec::new(),
-            spawns: Vec::new(),
-            templates: Vec::new(),
-        }
-    }
-}
-
-impl ProcessSpec {
-    /// A long-running process with every default: what a Procfile line means.
-    pub(crate) fn with_defaults(name: ProcessName, run: String, location: Location) -> ProcessSpec {
-        ProcessSpec {
-            name,
-            run,
-            env: BTreeMap::new(),
-            env_files: Vec::new(),
-            file_env: BTreeMap::new(),
-            instance_env: BTreeMap::new(),
-            once: false,
-            autostart: true,
-            depends: Vec::new(),
-            for_each: None,
-            replicas: None,
-            watch: Vec::new(),
-            cwd: None,
-            stop_timeout: DEFAULT_STOP_TIMEOUT,
-            restart: RestartPolicy::default(),
-            group: None,
-            location,
         }
     }
 }
