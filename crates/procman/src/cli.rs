@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::client;
+use crate::config::{self, default_path};
 use crate::duration;
 use crate::server::{self, IdlePolicy, Invocation};
 
@@ -39,8 +40,11 @@ enum Command {
     /// the server if none runs; the server stops itself once no client is left.
     Attach {
         /// Config file of the server.
-        #[arg(default_value = "procman.yaml")]
+        #[arg(default_value_os_t = default_path())]
         config: PathBuf,
+        /// For a server this attach starts: its environment (ignored when one runs).
+        #[command(flatten)]
+        env: EnvArgs,
         /// For a server this attach starts: shut down once no client has been left this
         /// long (humantime like 30s, or never).
         #[arg(long, env = "PROCMAN_DISCONNECT_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
@@ -61,7 +65,7 @@ enum Command {
         /// the name of a stopped or dormant process of the config.
         command: String,
         /// Config file of the server to talk to.
-        #[arg(long, default_value = "procman.yaml")]
+        #[arg(long, default_value_os_t = default_path())]
         config: PathBuf,
         /// Name for the process (deduplicated as name, name.1, name.2, …).
         #[arg(long)]
@@ -76,7 +80,7 @@ enum Command {
     /// Shut the server down gracefully, or stop single processes with -p.
     Stop {
         /// Config file of the server.
-        #[arg(default_value = "procman.yaml")]
+        #[arg(default_value_os_t = default_path())]
         config: PathBuf,
         /// Stop this process only (repeatable); the server keeps running.
         #[arg(short = 'p', long = "process", value_name = "NAME")]
@@ -85,7 +89,7 @@ enum Command {
     /// Stop processes and start them again; the rest of the stack keeps running.
     Restart {
         /// Config file of the server.
-        #[arg(long, default_value = "procman.yaml")]
+        #[arg(long, default_value_os_t = default_path())]
         config: PathBuf,
         /// The processes to restart.
         #[arg(required = true, value_name = "NAME")]
@@ -94,18 +98,66 @@ enum Command {
     /// Show what a running `procman run` or `procman serve` supervises.
     Status {
         /// Config file of the server.
-        #[arg(default_value = "procman.yaml")]
+        #[arg(default_value_os_t = default_path())]
         config: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Validate the config: prints every error as file:line:col, silent and 0 when valid.
+    /// Validate the config as `run` would: prints every error as file:line:col, silent and
+    /// 0 when valid.
     Check {
-        /// Path to the config file.
-        #[arg(default_value = "procman.yaml")]
+        /// Path to the config file (procman.yaml or a Procfile).
+        #[arg(default_value_os_t = default_path())]
         config: PathBuf,
+        #[command(flatten)]
+        env: EnvArgs,
     },
+    /// Print the JSON Schema of procman.yaml (for editors: `# yaml-language-server: $schema=…`).
+    Schema,
+}
+
+/// The environment flags of `run`, `serve`, `check` and `attach`.
+#[derive(Debug, Args)]
+struct EnvArgs {
+    /// Extra environment variable for every process (repeatable). Precedence, lowest first:
+    /// inherited, .env and --env-file, -e, a process's env_file, a process's env.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+    env: Vec<(String, String)>,
+    /// Read variables for every process from FILE (repeatable, after .env; a later file wins).
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_files: Vec<PathBuf>,
+    /// Do not read the .env file beside the config.
+    #[arg(long)]
+    no_dotenv: bool,
+}
+
+impl EnvArgs {
+    fn load_options(&self, allow_empty: bool) -> config::LoadOptions {
+        config::LoadOptions {
+            env: self.env.iter().cloned().collect(),
+            env_files: self.env_files.clone(),
+            no_dotenv: self.no_dotenv,
+            allow_empty,
+        }
+    }
+
+    /// The same flags for a server started elsewhere (paths made absolute).
+    fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = Vec::new();
+        for (key, value) in &self.env {
+            args.push("-e".into());
+            args.push(format!("{key}={value}").into());
+        }
+        for file in &self.env_files {
+            args.push("--env-file".into());
+            args.push(std::path::absolute(file).unwrap_or(file.clone()).into());
+        }
+        if self.no_dotenv {
+            args.push("--no-dotenv".into());
+        }
+        args
+    }
 }
 
 #[derive(Debug, Args)]
@@ -130,13 +182,12 @@ fn parse_timeout(text: &str) -> Result<Timeout, String> {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Path to the config file.
-    #[arg(default_value = "procman.yaml")]
+    /// Path to the config file: procman.yaml, or a Procfile (named Procfile or *.procfile).
+    /// Default: ./procman.yaml, or ./Procfile when there is no procman.yaml.
+    #[arg(default_value_os_t = default_path())]
     config: PathBuf,
-    /// Extra environment variable for every process (repeatable). Precedence:
-    /// system env < -e < a process's `env`.
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
-    env: Vec<(String, String)>,
+    #[command(flatten)]
+    env: EnvArgs,
     /// When a process fails, pause before shutting down (needs an interactive terminal).
     #[arg(long)]
     debug: bool,
@@ -161,7 +212,10 @@ fn parse_env_pair(arg: &str) -> Result<(String, String), String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Check { config }) => client::check(&config),
+        Some(Command::Check { config, env }) => client::check(&config, &env.load_options(false)),
+        Some(Command::Schema) => config::schema::print()
+            .map(|()| 0)
+            .context("printing the schema"),
         Some(Command::Run(args)) => server::run(args.invocation(None)),
         Some(Command::Serve(args)) => {
             let idle = IdlePolicy {
@@ -172,6 +226,7 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Attach {
             config,
+            env,
             disconnect_timeout,
             no_client_timeout,
             startup_timeout,
@@ -181,6 +236,7 @@ pub fn main() -> ExitCode {
                 disconnect_timeout: disconnect_timeout.0,
                 no_client_timeout: no_client_timeout.0,
                 startup_timeout,
+                serve_args: env.to_args(),
             };
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -213,8 +269,8 @@ pub fn main() -> ExitCode {
 impl RunArgs {
     fn invocation(self, serve: Option<IdlePolicy>) -> Invocation {
         Invocation {
+            load: self.env.load_options(serve.is_some()),
             config: self.config,
-            env: self.env.into_iter().collect(),
             debug: self.debug,
             log_dir: self.log_dir,
             serve,

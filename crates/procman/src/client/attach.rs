@@ -23,6 +23,8 @@ pub struct AttachOptions {
     pub no_client_timeout: Option<Duration>,
     /// Bound on starting the server and waiting for its processes.
     pub startup_timeout: Duration,
+    /// Arguments for a server this attach starts: `-e`, `--env-file`, `--no-dotenv`.
+    pub serve_args: Vec<std::ffi::OsString>,
 }
 
 /// `procman attach CONFIG -- COMMAND…`: holds a reference, starts the server if none runs,
@@ -112,6 +114,7 @@ async fn spawn_server(paths: &RuntimePaths, options: &AttachOptions) -> Result<S
             "--disconnect-timeout",
             &format_timeout(options.disconnect_timeout),
         ])
+        .args(&options.serve_args)
         .current_dir(dir)
         .env("PROCMAN_READY_FD", "3")
         .stdin(Stdio::null())

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 /// One problem in a config file, located 1-based at the offending key or value.
 ///
 /// `line` and `column` are 0 when there is no position (dependencies that arrived as JSON).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Diagnostic {
+    /// The file the problem is in when it is not the config itself (an environment file).
+    pub file: Option<PathBuf>,
     /// 1-based line.
     pub line: usize,
     /// 1-based column.
@@ -29,15 +31,29 @@ pub enum ConfigError {
         /// The path that was looked at.
         path: PathBuf,
     },
-    /// The path exists but is a directory (or another non-file).
+    /// The path exists but is a directory, a FIFO, a socket or a device.
     #[error(
-        "error: {} is a directory, not a config file\n  hint: pass the file itself, e.g. {}",
+        "error: {} is {kind}, not a config file\n  hint: {}",
         path.display(),
-        path.join("procman.yaml").display()
+        if *kind == "a directory" {
+            format!("pass the file itself, e.g. {}", path.join("procman.yaml").display())
+        } else {
+            "pass a regular file (procman.yaml or a Procfile)".to_owned()
+        }
     )]
     NotAFile {
         /// The path that was looked at.
         path: PathBuf,
+        /// What it is instead, with its article: "a directory", "a FIFO (named pipe)", …
+        kind: &'static str,
+    },
+    /// The file is larger than any config procman reads.
+    #[error("error: config file {} is larger than {limit} bytes; is it the right file?", path.display())]
+    TooLarge {
+        /// The path that was looked at.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
     },
     /// The file exists but could not be read.
     #[error("error: cannot read config file {}: {reason}", path.display())]
@@ -89,14 +105,13 @@ impl fmt::Display for Rendered<'_> {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(
-                f,
-                "{}:{}:{}: error: {}",
-                self.path.display(),
-                d.line,
-                d.column,
-                d.message
-            )?;
+            match &d.file {
+                None => write!(f, "{}:{}:{}: ", self.path.display(), d.line, d.column)?,
+                Some(file) if d.line == 0 => write!(f, "{}: ", file.display())?,
+                Some(file) if d.column == 0 => write!(f, "{}:{}: ", file.display(), d.line)?,
+                Some(file) => write!(f, "{}:{}:{}: ", file.display(), d.line, d.column)?,
+            }
+            write!(f, "error: {}", d.message)?;
         }
         Ok(())
     }

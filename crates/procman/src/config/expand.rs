@@ -1,4 +1,4 @@
-//! `$VAR` / `${VAR}` expansion for dependency fields.
+//! Variable expansion: `$VAR` / `${VAR}` in dependency fields, `${VAR}` in `env` values.
 
 use std::collections::BTreeMap;
 
@@ -76,6 +76,55 @@ pub fn expand_vars(s: &str, env: &BTreeMap<String, String>) -> Result<String, St
     Ok(out)
 }
 
+/// Expands `${VAR}` from `env` in an `env` value; `$${` is a literal `${`, `${{ … }}`
+/// templates are left for spawn time, and every other `$` stays as written (procman 0.12
+/// passed `env` values literally, so `$VAR` without braces keeps that meaning).
+///
+/// The error names the undefined (or malformed) variable.
+pub fn expand_braced(s: &str, env: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("${{") {
+            out.push_str("${{");
+            rest = after;
+        } else if let Some(body) = tail.strip_prefix("${") {
+            let Some(close) = body.find('}') else {
+                return Err(format!(
+                    "unterminated `${{{body}`: expected `}}` (write `$${{` for a literal `${{`)"
+                ));
+            };
+            let name = &body[..close];
+            let valid =
+                name.chars().next().is_some_and(is_name_start) && name.chars().all(is_name_char);
+            if !valid {
+                return Err(format!(
+                    "invalid variable name in `${{{name}}}` (names are letters, digits and `_`; write `$${{` for a literal `${{`)"
+                ));
+            }
+            match env.get(name) {
+                Some(v) => out.push_str(v),
+                None => {
+                    return Err(format!(
+                        "undefined environment variable `{name}` (write `$${{` for a literal `${{`)"
+                    ));
+                }
+            }
+            rest = &body[close + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +173,25 @@ mod tests {
         assert!(e.contains("`NOPE`"), "{e}");
         let e = expand_vars("${MISSING}", &env()).unwrap_err();
         assert!(e.contains("`MISSING`"), "{e}");
+    }
+
+    #[test]
+    fn braced_only_in_env_values() {
+        let e = env();
+        assert_eq!(expand_braced("shard-${PORT}", &e).unwrap(), "shard-8080");
+        assert_eq!(expand_braced("$HOME ${HOME}", &e).unwrap(), "$HOME /home/u");
+        assert_eq!(expand_braced("$${HOME} $$ $", &e).unwrap(), "${HOME} $$ $");
+        assert_eq!(
+            expand_braced("${{ a.b }} ${A_B}", &e).unwrap(),
+            "${{ a.b }} x"
+        );
+        assert!(expand_braced("${NOPE}", &e).unwrap_err().contains("`NOPE`"));
+        assert!(expand_braced("${1x}", &e).unwrap_err().contains("invalid"));
+        assert!(
+            expand_braced("${HOME", &e)
+                .unwrap_err()
+                .contains("unterminated")
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The typed configuration that every other module works from.
 //!
-//! `parse` turns `procman.yaml` into these types; nothing downstream sees YAML.
+//! The loader ([`super::load`]) turns `procman.yaml` or a Procfile into these types;
+//! nothing downstream sees YAML. A loaded [`Config`] is final: `for_each` and `replicas`
+//! are expanded into the instances the supervisor runs, environment files are read, and
+//! `${VAR}` in `env` values and `$VAR` in dependency fields are expanded.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,14 +11,23 @@ use std::time::Duration;
 
 use crate::protocol::ProcessName;
 
-/// A whole `procman.yaml`: processes in file order.
+/// How long a SIGTERM'd process group gets before SIGKILL, unless `stop_timeout` says.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A whole `procman.yaml` (or Procfile): processes in file order.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Canonical path of the config file.
     pub path: PathBuf,
     /// Directory of the config file; relative `cwd`s are resolved against it.
     pub dir: PathBuf,
-    /// Processes in the order they appear in the file.
+    /// The environment files every process reads, in the order applied (a later one wins):
+    /// `.env` beside the config when it exists (unless `--no-dotenv`), then each `--env-file`.
+    pub env_files: Vec<PathBuf>,
+    /// What `env_files` define: above the inherited environment, below `-e` flags.
+    pub file_env: BTreeMap<String, String>,
+    /// Processes in the order they appear in the file; a `for_each` or `replicas` template
+    /// is replaced by its instances, in order.
     pub processes: Vec<ProcessSpec>,
 }
 
@@ -26,23 +38,43 @@ impl Config {
     }
 }
 
-/// One top-level key of `procman.yaml`.
+/// One process: a top-level key of `procman.yaml`, a Procfile line, or one instance of a
+/// `for_each` or `replicas` template.
+///
+/// The environment a process gets, lowest first: the inherited one, [`Config::file_env`],
+/// `-e` flags, [`ProcessSpec::file_env`], [`ProcessSpec::env`], [`ProcessSpec::instance_env`].
+///
+/// An instance keeps what export needs to rebuild its template: `group` is the template's
+/// name, and `for_each` (the template's, for every instance) or `replicas` (the count).
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
-    /// The top-level key (or the instance name `key-N` of a `for_each`).
+    /// The top-level key, or the instance name `key-N` of a `for_each` or `replicas`.
     pub name: ProcessName,
-    /// Shell script to run (may contain `${{ proc.KEY }}` templates).
+    /// Shell script to run, as written (may contain `${{ proc.KEY }}` templates). Nothing
+    /// is substituted into it: instance values reach it through the environment.
     pub run: String,
-    /// Extra environment, on top of the system env and `-e` flags (values may contain templates).
+    /// `env`, with `${VAR}` expanded at load time (values may contain `${{ proc.KEY }}`
+    /// templates, resolved at spawn).
     pub env: BTreeMap<String, String>,
+    /// `env_file` paths (resolved against the config's directory), in order; export writes
+    /// them as `EnvironmentFile=`.
+    pub env_files: Vec<PathBuf>,
+    /// What `env_files` define (a later file wins): above `-e`, below `env`.
+    pub file_env: BTreeMap<String, String>,
+    /// Set last and verbatim (never template-resolved): a `for_each` instance's variable
+    /// (`as`: its path) or a replica's `PROCMAN_REPLICA`.
+    pub instance_env: BTreeMap<String, String>,
     /// Runs to completion; exit 0 does not shut the supervisor down.
     pub once: bool,
     /// When false, the process is dormant until spawned by a watch or `procman start`.
     pub autostart: bool,
     /// Conditions that must all hold, in order, before the process starts.
     pub depends: Vec<Dependency>,
-    /// Fan-out over glob matches.
+    /// On an instance of a `for_each` template: that template's `for_each` (the glob and
+    /// variable it was expanded from). `None` everywhere else.
     pub for_each: Option<ForEach>,
+    /// On an instance of a `replicas: N` template: N. `None` everywhere else.
+    pub replicas: Option<u32>,
     /// Runtime health checks.
     pub watch: Vec<Watch>,
     /// Working directory (already resolved against the config's directory).
@@ -51,11 +83,36 @@ pub struct ProcessSpec {
     pub stop_timeout: Duration,
     /// Whether and how it is started again after it exits.
     pub restart: RestartPolicy,
-    /// For an instance of a `for_each` template: the template's name. `process_exited`
-    /// on that name waits for every instance.
+    /// For an instance of a `for_each` or `replicas` template: the template's name.
+    /// `process_exited` on that name waits for every instance.
     pub group: Option<ProcessName>,
     /// Where this process was defined (`line`, `column`, 1-based) for messages.
     pub location: Location,
+}
+
+impl ProcessSpec {
+    /// A long-running process with every default (what a Procfile line means).
+    pub fn with_defaults(name: ProcessName, run: String, location: Location) -> ProcessSpec {
+        ProcessSpec {
+            name,
+            run,
+            env: BTreeMap::new(),
+            env_files: Vec::new(),
+            file_env: BTreeMap::new(),
+            instance_env: BTreeMap::new(),
+            once: false,
+            autostart: true,
+            depends: Vec::new(),
+            for_each: None,
+            replicas: None,
+            watch: Vec::new(),
+            cwd: None,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            restart: RestartPolicy::default(),
+            group: None,
+            location,
+        }
+    }
 }
 
 /// `restart`, `max_restarts`, `restart_delay`, `max_restart_delay`.
@@ -115,11 +172,11 @@ pub struct Location {
 }
 
 /// `for_each: { glob, as }`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForEach {
-    /// Glob pattern (relative patterns resolve against the config's directory).
+    /// Glob pattern, as written (relative patterns resolve against the config's directory).
     pub glob: String,
-    /// Variable that receives each matched path.
+    /// Environment variable that receives each matched path.
     pub var: String,
 }
 
@@ -139,10 +196,12 @@ pub struct Dependency {
 }
 
 impl Dependency {
-    /// The process this dependency names, if it waits on one (`process_exited`).
+    /// The process this dependency names, if it waits on one (`process_exited`,
+    /// `output_matches`).
     pub fn process(&self) -> Option<&str> {
         match &self.kind {
             DependencyKind::ProcessExited { name } => Some(name),
+            DependencyKind::OutputMatches { process, .. } => Some(process),
             _ => None,
         }
     }
@@ -174,6 +233,12 @@ pub enum DependencyKind {
     NotExists { path: PathBuf },
     /// `not_running`: no process command line matches the pattern (as `pgrep -f`).
     NotRunning { pattern: String },
+    /// `output_matches` with `process`: a line that `process` prints (in this run) matches
+    /// `regex`, compiled once at load time.
+    OutputMatches {
+        process: String,
+        regex: regex::Regex,
+    },
 }
 
 /// Format of a `file_contains` file.

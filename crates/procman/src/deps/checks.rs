@@ -12,6 +12,10 @@ use tokio::process::Command;
 use super::{Check, ExitBoard, ExitState};
 use crate::config::{DependencyKind, FileFormat};
 
+/// Why an `output_matches` dependency fails until waiting on output lines exists.
+pub(super) const OUTPUT_MATCHES_UNSUPPORTED: &str =
+    "waiting for an output line (output_matches) is not supported yet";
+
 /// Per-request limit for HTTP checks.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Limit for resolving and connecting in TCP checks.
@@ -46,6 +50,7 @@ pub async fn check_once(kind: &DependencyKind, exits: &ExitBoard) -> Check {
         },
         DependencyKind::ProcessExited { name } => exit_check(name, exits.borrow().get(name)),
         DependencyKind::NotRunning { pattern } => check_not_running(pattern).await,
+        DependencyKind::OutputMatches { .. } => not_yet(OUTPUT_MATCHES_UNSUPPORTED),
     }
 }
 

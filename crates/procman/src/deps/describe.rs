@@ -17,5 +17,8 @@ pub fn describe(kind: &DependencyKind) -> String {
         DependencyKind::NotListening { address } => format!("nothing listens on tcp {address}"),
         DependencyKind::NotExists { path } => format!("{} does not exist", path.display()),
         DependencyKind::NotRunning { pattern } => format!("no process matches `{pattern}`"),
+        DependencyKind::OutputMatches { process, regex } => {
+            format!("output of `{process}` matches `{regex}`")
+        }
     }
 }

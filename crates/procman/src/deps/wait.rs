@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json_path::JsonPath;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use super::checks::{check_file_contains, check_once, not_exited, unsupported_url};
+use super::checks::{
+    OUTPUT_MATCHES_UNSUPPORTED, check_file_contains, check_once, not_exited, unsupported_url,
+};
 use super::{Check, DepFailure, ExitBoard, ExitState, FailReason, Progress, describe};
 use crate::config::{Dependency, DependencyKind};
 
@@ -73,6 +75,9 @@ fn prepare(kind: &DependencyKind) -> Result<Prepared, FailReason> {
             }),
             None => Ok(Prepared::Other),
         },
+        DependencyKind::OutputMatches { .. } => Err(FailReason::Unsatisfiable {
+            reason: OUTPUT_MATCHES_UNSUPPORTED.to_owned(),
+        }),
         DependencyKind::FileContains { key, .. } => JsonPath::parse(key)
             .map(Prepared::FileContains)
             .map_err(|e| FailReason::Unsatisfiable {

@@ -7,7 +7,6 @@
 
 pub mod idle;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -24,8 +23,8 @@ pub use idle::{ATTACH_DEFAULT, IdlePolicy, IdleWatch};
 pub struct Invocation {
     /// The config file.
     pub config: PathBuf,
-    /// `-e KEY=VALUE` flags.
-    pub env: BTreeMap<String, String>,
+    /// `-e`, `--env-file`, `--no-dotenv`, and whether an empty config is valid (`serve`).
+    pub load: config::LoadOptions,
     /// Pause before a failure-triggered shutdown.
     pub debug: bool,
     /// Where logs and `$PROCMAN_OUTPUT` files go.
@@ -41,19 +40,13 @@ pub fn run(invocation: Invocation) -> Result<i32> {
     if invocation.debug && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         bail!("--debug needs an interactive terminal (stdin is not a TTY)");
     }
-    let config = match config::load(&invocation.config, &invocation.env) {
+    let config = match config::load(&invocation.config, &invocation.load) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
             return Ok(1);
         }
     };
-    if config.processes.is_empty() && invocation.serve.is_none() {
-        bail!(
-            "{} defines no processes; add one, e.g.\n  web:\n    run: python3 -m http.server 8000",
-            invocation.config.display()
-        );
-    }
     raise_open_file_limit();
     // Before any thread exists: the guardian is forked from a single-threaded process.
     let lifeline = Arc::new(Lifeline::start().context("starting the lifeline guardian")?);
@@ -80,7 +73,7 @@ pub fn run(invocation: Invocation) -> Result<i32> {
             output.register(&process.name).ok();
         }
         let options = supervisor::Options {
-            extra_env: invocation.env,
+            extra_env: invocation.load.env,
             log_dir: invocation.log_dir,
             debug: invocation.debug,
         };

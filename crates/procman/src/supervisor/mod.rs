@@ -12,7 +12,6 @@
 //! `tasks` runs dependency waiters and watches, `listening` is the control side.
 
 mod child;
-mod instances;
 pub mod lifeline;
 mod listening;
 pub mod machine;
@@ -41,7 +40,8 @@ use machine::{Effect, Event, Machine, Now, RequestId, Sig};
 /// How the supervisor runs.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `-e KEY=VALUE` flags: above the system environment, below a process's `env`.
+    /// `-e KEY=VALUE` flags: above the system environment and the config's environment
+    /// files, below a process's own `env_file` and `env`.
     pub extra_env: BTreeMap<String, String>,
     /// Directory for logs and `$PROCMAN_OUTPUT` files.
     pub log_dir: PathBuf,
@@ -81,28 +81,17 @@ pub async fn run(
     let (inputs, inbox) = mpsc::unbounded_channel();
     let (board, _) = watch::channel(BTreeMap::new());
     let mut base_env: BTreeMap<String, String> = std::env::vars().collect();
+    base_env.extend(config.file_env.clone());
     base_env.extend(options.extra_env.clone());
     let serve = listening.serve.is_some();
     let config = Arc::new(config);
-    let mut specs = Vec::new();
-    let mut expansion_failure = None;
     for spec in &config.processes {
         // Stale outputs of a previous run must not satisfy this run's templates.
         let _ = std::fs::remove_file(output_file(&options.log_dir, &spec.name));
-        if !spec.autostart {
-            specs.push(spec.clone());
-            continue;
-        }
-        match instances::expand(&config, spec) {
-            Ok(instances) => specs.extend(instances),
-            Err(reason) => expansion_failure = Some(reason),
-        }
-    }
-    for spec in &specs {
         let _ = output.register(&spec.name);
     }
     let machine = Machine::new(
-        specs,
+        config.processes.clone(),
         config.path.display().to_string(),
         serve,
         options.debug,
@@ -126,7 +115,7 @@ pub async fn run(
         listener: None,
         subscribers: Vec::new(),
     };
-    runner.main(inbox, listening, expansion_failure).await
+    runner.main(inbox, listening).await
 }
 
 struct Runner {
@@ -161,7 +150,6 @@ impl Runner {
         &mut self,
         mut inbox: mpsc::UnboundedReceiver<Input>,
         listening: Listening,
-        expansion_failure: Option<String>,
     ) -> i32 {
         self.forward_signals();
         let count = self.config.processes.iter().filter(|p| p.autostart).count();
@@ -173,10 +161,7 @@ impl Runner {
         self.output
             .procman(&format!("started with {count} process(es), mode={mode}"));
         self.listener = Some(Listener::start(listening, &self.output, &self.inputs));
-        let mut effects = match expansion_failure {
-            Some(reason) => self.machine.abort(reason, Now::read()),
-            None => self.machine.start(Now::read()),
-        };
+        let mut effects = self.machine.start(Now::read());
         loop {
             if let Some(code) = self.perform(effects) {
                 self.finish(code).await;
@@ -445,9 +430,11 @@ impl Runner {
                 .and_then(|text| template::parse_output_file(&text).remove(key))
         };
         let mut env = self.base_env.clone();
+        env.extend(spec.file_env.clone());
         for (key, value) in &spec.env {
             env.insert(key.clone(), template::resolve(value, lookup)?);
         }
+        env.extend(spec.instance_env.clone());
         env.extend(extra_env);
         env.insert(
             "PROCMAN_OUTPUT".into(),

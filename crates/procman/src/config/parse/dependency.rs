@@ -1,14 +1,13 @@
 //! Dependency entries (`depends`, JSON `depends`, watch checks) and `watch` entries.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use marked_yaml::Node;
 
 use super::fields::{Fields, describe, is_env_name, suggest};
 use super::yaml::loc;
-use super::{Ctx, ExitedRef};
-use crate::config::expand::expand_vars;
+use super::{Ctx, Refs};
+use crate::config::draft::{ExitedRef, Expansion};
 use crate::config::model::*;
 
 const DEP_KINDS: &[&str] = &[
@@ -20,8 +19,15 @@ const DEP_KINDS: &[&str] = &[
     "not_listening",
     "not_exists",
     "not_running",
+    "output_matches",
 ];
-const DEP_OPTIONS: &[&str] = &["code", "poll_interval", "timeout_seconds", "retry"];
+const DEP_OPTIONS: &[&str] = &[
+    "code",
+    "process",
+    "poll_interval",
+    "timeout_seconds",
+    "retry",
+];
 const FILE_CONTAINS_FIELDS: &[&str] = &[
     "path",
     "format",
@@ -46,16 +52,17 @@ const DEFAULT_WATCH_POLL: Duration = Duration::from_secs(5);
 const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
 
 impl Ctx {
-    /// Parses one dependency entry. `in_depends` is `Some(true)` for `depends`, `Some(false)`
-    /// for a watch check, `None` when there is no config to check `process_exited` against.
+    /// Parses one dependency entry, its fields as written; the field that `$VAR` expansion
+    /// applies to (if any) comes with it. `in_depends` is `Some(true)` for `depends`,
+    /// `Some(false)` for a watch check, `None` when there is no config to check references
+    /// against.
     pub(super) fn dependency(
         &mut self,
         n: &Node,
         owner: &str,
-        env: &BTreeMap<String, String>,
         in_depends: Option<bool>,
-        exited: &mut Vec<ExitedRef>,
-    ) -> Option<Dependency> {
+        refs: &mut Refs,
+    ) -> Option<(Dependency, Option<Expansion>)> {
         let at = loc(n);
         let place = format!("a dependency of {owner}");
         let m = match n {
@@ -104,25 +111,26 @@ impl Ctx {
             }
         };
         let mut ok = true;
-        if kind != "url"
-            && let Some((l, _)) = f.get("code")
-        {
-            self.err(
-                *l,
-                format!("`code` only applies to `url` dependencies (in {owner})"),
-            );
-            ok = false;
+        for (option, only) in [("code", "url"), ("process", "output_matches")] {
+            if kind != only
+                && let Some((l, _)) = f.get(option)
+            {
+                self.err(
+                    *l,
+                    format!("`{option}` only applies to `{only}` dependencies (in {owner})"),
+                );
+                ok = false;
+            }
         }
         let field_what = |field: &str| format!("`{field}` in {place}");
-        let expand = |cx: &mut Ctx, field: &str, v: &Node| -> Option<String> {
+        let mut expansion = None;
+        let mut expand = |cx: &mut Ctx, field: &str, v: &Node| -> Option<String> {
             let raw = cx.string(v, &field_what(field))?;
-            match expand_vars(&raw, env) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    cx.err(loc(v), format!("{e} in `{field}` of {place}"));
-                    None
-                }
-            }
+            expansion = Some(Expansion {
+                at: loc(v),
+                context: format!("`{field}` of {place}"),
+            });
+            Some(raw)
         };
 
         let mut inner_opts: Fields = Fields::new();
@@ -161,7 +169,7 @@ impl Ctx {
                 .string(value, &field_what("process_exited"))
                 .map(|name| {
                     if let Some(in_depends) = in_depends {
-                        exited.push(ExitedRef {
+                        refs.exited.push(ExitedRef {
                             name: name.clone(),
                             at_value: loc(value),
                             at_entry: at,
@@ -170,6 +178,7 @@ impl Ctx {
                     }
                     DependencyKind::ProcessExited { name }
                 }),
+            "output_matches" => self.output_matches(value, &f, kind_at, &place, in_depends, refs),
             _ => {
                 let what = format!("`file_contains` in {place}");
                 let fm = self.mapping(value, &what, " with `path`, `format` and `key`")?;
@@ -282,26 +291,79 @@ impl Ctx {
             }
         }
         let kind = kind_value?;
-        ok.then_some(Dependency {
+        let dependency = Dependency {
             kind,
             poll_interval,
             timeout,
             retry,
             location: at,
+        };
+        ok.then_some((dependency, expansion))
+    }
+
+    /// `output_matches: REGEX` with `process: NAME`: the regex is compiled here, once.
+    fn output_matches(
+        &mut self,
+        value: &Node,
+        f: &Fields<'_>,
+        kind_at: Location,
+        place: &str,
+        in_depends: Option<bool>,
+        refs: &mut Refs,
+    ) -> Option<DependencyKind> {
+        if in_depends == Some(false) {
+            self.err(
+                kind_at,
+                format!(
+                    "`output_matches` cannot be a watch check (it waits for one line at start-up), in {place}"
+                ),
+            );
+            return None;
+        }
+        let pattern = self.string(value, &format!("`output_matches` in {place}"));
+        let process = match f.get("process") {
+            None => {
+                self.err(
+                    kind_at,
+                    format!(
+                        "`output_matches` {place} needs `process: NAME` (whose output to watch)"
+                    ),
+                );
+                None
+            }
+            Some((_, v)) => self.string(v, &format!("`process` in {place}")),
+        };
+        if let (Some(name), Some((_, v))) = (&process, f.get("process"))
+            && in_depends.is_some()
+        {
+            refs.outputs.push((name.clone(), loc(v)));
+        }
+        let regex = match regex::Regex::new(&pattern?) {
+            Ok(regex) => Some(regex),
+            Err(e) => {
+                let first = e.to_string();
+                let reason = first.lines().last().unwrap_or("").trim().to_owned();
+                self.err(
+                    loc(value),
+                    format!("invalid regular expression in `output_matches` of {place}: {reason}"),
+                );
+                None
+            }
+        };
+        Some(DependencyKind::OutputMatches {
+            process: process?,
+            regex: regex?,
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn watch(
         &mut self,
         n: &Node,
         index: usize,
         process: &str,
         owner: &str,
-        env: &BTreeMap<String, String>,
-        exited: &mut Vec<ExitedRef>,
-        spawns: &mut Vec<(String, Location, String)>,
-    ) -> Option<(Watch, Location)> {
+        refs: &mut Refs,
+    ) -> Option<(Watch, Location, Option<Expansion>)> {
         let at = loc(n);
         let what = format!("watch #{index} of {owner}");
         let m = self.mapping(n, &what, " with at least `check`")?;
@@ -319,7 +381,7 @@ impl Ctx {
                 );
                 None
             }
-            Some((_, v)) => self.dependency(v, &what, env, Some(false), exited),
+            Some((_, v)) => self.dependency(v, &what, Some(false), refs),
         };
         let mut ok = true;
         let mut dur = |cx: &mut Ctx, field: &str, default: Duration| match f.get(field) {
@@ -361,7 +423,7 @@ impl Ctx {
                 Node::Mapping(sm) if sm.len() == 1 && sm.get_node("spawn").is_some() => {
                     let target = sm.get_node("spawn")?;
                     let t = self.string(target, &format!("`spawn` in {what}"))?;
-                    spawns.push((t.clone(), loc(target), name.clone()));
+                    refs.spawns.push((t.clone(), loc(target), name.clone()));
                     Some(OnFail::Spawn(t))
                 }
                 other => {
@@ -381,14 +443,15 @@ impl Ctx {
                 }
             },
         };
+        let (check, expansion) = check?;
         let watch = Watch {
             name,
-            check: check?,
+            check,
             initial_delay,
             poll_interval,
             failure_threshold,
             on_fail: on_fail?,
         };
-        ok.then_some((watch, name_at))
+        ok.then_some((watch, name_at, expansion))
     }
 }

@@ -28,7 +28,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 /// `"; did you mean `x`?"` for the closest candidate within a small edit distance, else `""`.
-pub(super) fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     let limit = (word.chars().count() / 3).clamp(2, 3);
     candidates
         .into_iter()
@@ -54,7 +54,7 @@ pub(super) fn describe(n: &Node) -> String {
     }
 }
 
-pub(super) fn is_env_name(s: &str) -> bool {
+pub(crate) fn is_env_name(s: &str) -> bool {
     let mut chars = s.chars();
     chars
         .next()

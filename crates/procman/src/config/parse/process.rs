@@ -1,16 +1,17 @@
-//! One process entry: `run`, `env`, `once`, `autostart`, `cwd`, `stop_timeout`, `for_each`,
-//! and collecting the `${{ process.key }}` templates it uses.
+//! One process entry: `run`, `env`, `env_file`, `once`, `autostart`, `cwd`, `stop_timeout`,
+//! `for_each`, `replicas`, the restart policy, and collecting the `${{ process.key }}`
+//! templates it uses.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::time::Duration;
+use std::path::PathBuf;
 
 use marked_yaml::Node;
 use marked_yaml::types::MarkedScalarNode;
 
 use super::fields::{Fields, describe, is_env_name, is_null, suggest};
 use super::yaml::{loc, span_loc};
-use super::{Ctx, Parsed};
+use super::{Ctx, Refs};
+use crate::config::draft::Draft;
 use crate::config::model::*;
 use crate::config::template;
 use crate::protocol::ProcessName;
@@ -18,10 +19,12 @@ use crate::protocol::ProcessName;
 const PROCESS_FIELDS: &[&str] = &[
     "run",
     "env",
+    "env_file",
     "once",
     "autostart",
     "depends",
     "for_each",
+    "replicas",
     "watch",
     "cwd",
     "stop_timeout",
@@ -32,25 +35,25 @@ const PROCESS_FIELDS: &[&str] = &[
 ];
 const FOR_EACH_FIELDS: &[&str] = &["glob", "as"];
 
-const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most instances `replicas` may ask for.
+pub(crate) const MAX_REPLICAS: u32 = 1000;
+
+/// Checks a process name where it was written.
+pub(crate) fn process_name(cx: &mut Ctx, name: &str, at: Location) -> Option<ProcessName> {
+    match ProcessName::new(name) {
+        Ok(valid) => Some(valid),
+        Err(e) => {
+            cx.err(at, format!("invalid process name: {e}"));
+            None
+        }
+    }
+}
 
 impl Ctx {
-    pub(super) fn process(
-        &mut self,
-        key: &MarkedScalarNode,
-        value: &Node,
-        dir: &Path,
-        base_env: &BTreeMap<String, String>,
-    ) -> Option<Parsed> {
+    pub(super) fn process(&mut self, key: &MarkedScalarNode, value: &Node) -> Option<Draft> {
         let name = key.as_str().to_string();
         let at = span_loc(key.span());
-        let process_name = match ProcessName::new(&name) {
-            Ok(valid) => Some(valid),
-            Err(e) => {
-                self.err(at, format!("invalid process name: {e}"));
-                None
-            }
-        };
+        let process_name = process_name(self, &name, at);
         let owner = format!("process `{name}`");
         let map = match value {
             Node::Mapping(m) => m,
@@ -94,6 +97,7 @@ impl Ctx {
         };
 
         let mut env = BTreeMap::new();
+        let mut env_order = Vec::new();
         if let Some((_, n)) = f.get("env") {
             let what = format!("`env` in {owner}");
             if let Some(m) = self.mapping(n, &what, " of NAME: value") {
@@ -109,6 +113,7 @@ impl Ctx {
                         Node::Scalar(s) if !is_null(s) => {
                             self.collect_templates(s.as_str(), loc(v), &owner, &mut templates);
                             env.insert(var.to_string(), s.as_str().to_string());
+                            env_order.push((var.to_string(), loc(v)));
                         }
                         Node::Scalar(_) => self.err(
                             span_loc(k.span()),
@@ -142,7 +147,7 @@ impl Ctx {
                 self.err(loc(n), format!("`cwd` in {owner} is empty"));
                 return None;
             }
-            Some(dir.join(c))
+            Some(PathBuf::from(c))
         });
         let stop_timeout = f
             .get("stop_timeout")
@@ -151,17 +156,33 @@ impl Ctx {
 
         let restart = self.restart_policy(&f, &owner, once);
 
+        let (env_files, env_files_at) = self.env_files(&f, &owner);
+
         let for_each = f
             .get("for_each")
             .and_then(|(_, n)| self.for_each(n, &owner));
-
-        let mut dep_env = base_env.clone();
-        dep_env.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        if let Some(fe) = &for_each {
-            dep_env.insert(fe.var.clone(), format!("${{{}}}", fe.var));
+        let for_each_at = f
+            .get("for_each")
+            .and_then(|(_, n)| n.as_mapping()?.get_node("glob").map(loc))
+            .unwrap_or(at);
+        let replicas = f.get("replicas").and_then(|(_, n)| {
+            let count = self.integer::<u32>(
+                n,
+                &format!("`replicas` in {owner}"),
+                &format!("a whole number from 1 to {MAX_REPLICAS}"),
+                |c| (1..=MAX_REPLICAS).contains(c),
+            )?;
+            Some((count, loc(n)))
+        });
+        if let (Some((at, _)), Some(_)) = (f.get("replicas"), f.get("for_each")) {
+            self.err(
+                *at,
+                format!("{owner} has both `for_each` and `replicas`; use one of them"),
+            );
         }
 
-        let mut exited = Vec::new();
+        let mut refs = Refs::default();
+        let mut expansions = Vec::new();
         let mut deps_complete = true;
         let mut depends = Vec::new();
         if let Some((_, n)) = f.get("depends") {
@@ -170,9 +191,11 @@ impl Ctx {
                 _ => match self.sequence(n, &format!("`depends` in {owner}")) {
                     Some(seq) => {
                         for entry in seq.iter() {
-                            match self.dependency(entry, &owner, &dep_env, Some(true), &mut exited)
-                            {
-                                Some(d) => depends.push(d),
+                            match self.dependency(entry, &owner, Some(true), &mut refs) {
+                                Some((d, x)) => {
+                                    depends.push(d);
+                                    expansions.push(x);
+                                }
                                 None => deps_complete = false,
                             }
                         }
@@ -182,7 +205,6 @@ impl Ctx {
             }
         }
 
-        let mut spawns = Vec::new();
         let mut watch = Vec::new();
         if let Some((_, n)) = f.get("watch") {
             let what = format!("`watch` in {owner}");
@@ -192,9 +214,8 @@ impl Ctx {
             };
             let mut seen: HashMap<String, Location> = HashMap::new();
             for (i, entry) in entries.into_iter().flat_map(|s| s.iter()).enumerate() {
-                if let Some((w, name_at)) =
-                    self.watch(entry, i, &name, &owner, &dep_env, &mut exited, &mut spawns)
-                {
+                if let Some((w, name_at, x)) = self.watch(entry, i, &name, &owner, &mut refs) {
+                    expansions.push(x);
                     if let Some(first) = seen.get(&w.name) {
                         self.err(
                             name_at,
@@ -211,11 +232,10 @@ impl Ctx {
             }
         }
 
-        Some(Parsed {
+        Some(Draft {
             spec: ProcessSpec {
-                name: process_name?,
-                run,
                 env,
+                env_files,
                 once,
                 autostart,
                 depends,
@@ -224,15 +244,45 @@ impl Ctx {
                 cwd,
                 stop_timeout,
                 restart,
-                group: None,
-                location: at,
+                ..ProcessSpec::with_defaults(process_name?, run, at)
             },
+            env_order,
+            env_files_at,
+            for_each_at,
+            replicas,
+            expansions,
             flags_known,
             deps_complete,
-            exited,
-            spawns,
+            exited: refs.exited,
+            outputs: refs.outputs,
+            spawns: refs.spawns,
             templates,
         })
+    }
+
+    /// `env_file: PATH` or a list of paths, as written (read by the mutators).
+    fn env_files(&mut self, f: &Fields<'_>, owner: &str) -> (Vec<PathBuf>, Vec<Location>) {
+        let Some((_, n)) = f.get("env_file") else {
+            return (Vec::new(), Vec::new());
+        };
+        let what = format!("`env_file` in {owner}");
+        let entries: Vec<&Node> = match n {
+            Node::Sequence(seq) => seq.iter().collect(),
+            one => vec![one],
+        };
+        let mut paths = Vec::new();
+        let mut at = Vec::new();
+        for entry in entries {
+            match self.string(entry, &format!("{what} (a path or a list of paths)")) {
+                Some(p) if p.trim().is_empty() => self.err(loc(entry), format!("{what} is empty")),
+                Some(p) => {
+                    paths.push(PathBuf::from(p));
+                    at.push(loc(entry));
+                }
+                None => {}
+            }
+        }
+        (paths, at)
     }
 
     /// `restart`, `max_restarts`, `restart_delay`, `max_restart_delay`; `restart: always`
@@ -309,7 +359,7 @@ impl Ctx {
         policy
     }
 
-    pub(super) fn collect_templates(
+    pub(crate) fn collect_templates(
         &mut self,
         s: &str,
         at: Location,

@@ -1,5 +1,6 @@
-//! Unit tests for the `procman.yaml` parser.
+//! Unit tests for the loader: parsing, mutators and validators on `procman.yaml` text.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::*;
@@ -11,8 +12,22 @@ fn env() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Loads `text` as a config in `/cfg`, or, when it has a `for_each`, in a scratch directory
+/// holding the files its globs match: `a.y`, `b.y`, `configs/a.yaml`, `nodes/n1.yaml`
+/// (`/etc/nodes/` is read as that).
 fn parse(text: &str) -> Result<Config, ConfigError> {
-    parse_str(text, Path::new("procman.yaml"), Path::new("/cfg"), &env())
+    if !text.contains("for_each") {
+        return parse_str(text, Path::new("procman.yaml"), Path::new("/cfg"), &env());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["a.y", "b.y", "configs/a.yaml", "nodes/n1.yaml"] {
+        let path = dir.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "").unwrap();
+    }
+    let nodes = format!("{}/nodes/", dir.path().display());
+    let text = text.replace("/etc/nodes/", &nodes);
+    parse_str(&text, Path::new("procman.yaml"), dir.path(), &env())
 }
 
 fn ok(text: &str) -> Config {
@@ -51,7 +66,7 @@ fn dep(text: &str) -> Dependency {
 fn minimal_process_and_defaults() {
     let c = ok("web:\n  run: echo hello\n");
     assert_eq!(c.path, Path::new("procman.yaml"));
-    assert_eq!(c.dir, Path::new("/cfg"));
+    assert!(c.dir.is_absolute());
     let p = &c.processes[0];
     assert_eq!(p.name, "web");
     assert_eq!(p.run, "echo hello");
@@ -100,7 +115,7 @@ fn multiline_run_once_autostart_cwd_stop_timeout() {
     let m = &c.processes[0];
     assert_eq!(m.run, "a\nb\n");
     assert!(m.once && !m.autostart);
-    assert_eq!(m.cwd.as_deref(), Some(Path::new("/cfg/sub/dir")));
+    assert_eq!(m.cwd, Some(c.dir.join("sub/dir")));
     assert_eq!(m.stop_timeout, Duration::from_millis(500));
     assert_eq!(c.processes[1].cwd.as_deref(), Some(Path::new("/abs")));
     assert_eq!(c.processes[1].stop_timeout, Duration::from_secs(5));
@@ -108,24 +123,181 @@ fn multiline_run_once_autostart_cwd_stop_timeout() {
 }
 
 #[test]
-fn for_each_parses() {
+fn for_each_becomes_instances_that_keep_their_template() {
     let c = ok(
         "nodes:\n  for_each:\n    glob: \"configs/*.yaml\"\n    as: CONFIG_PATH\n  run: x $CONFIG_PATH\n  once: true\n",
     );
-    let fe = c.processes[0].for_each.as_ref().unwrap();
+    assert_eq!(c.processes.len(), 1);
+    let p = &c.processes[0];
+    assert_eq!(p.name, "nodes-0");
+    assert_eq!(p.group.as_deref(), Some("nodes"));
+    let fe = p.for_each.as_ref().unwrap();
     assert_eq!(fe.glob, "configs/*.yaml");
     assert_eq!(fe.var, "CONFIG_PATH");
+    // The shell reads the value from the environment; the script is left as written.
+    assert_eq!(p.run, "x $CONFIG_PATH");
+    let value = c.dir.join("configs/a.yaml").display().to_string();
+    assert_eq!(p.instance_env.get("CONFIG_PATH"), Some(&value));
+    assert!(!p.env.contains_key("CONFIG_PATH"));
 }
 
 #[test]
-fn for_each_var_in_dependency_is_kept_for_instances() {
+fn for_each_var_in_dependency_is_substituted_per_instance() {
     let c = ok(
-        "n:\n  for_each: {glob: \"*.y\", as: CFG}\n  run: x\n  depends:\n    - path: $CFG.ready\n",
+        "n:\n  for_each: {glob: \"*.y\", as: CFG}\n  run: x\n  env:\n    WHICH: \"file ${CFG}\"\n  depends:\n    - path: $CFG.ready\n",
     );
-    match &c.processes[0].depends[0].kind {
-        DependencyKind::PathExists { path } => assert_eq!(path, Path::new("${CFG}.ready")),
+    let names: Vec<&str> = c.processes.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["n-0", "n-1"]);
+    for (p, file) in c.processes.iter().zip(["a.y", "b.y"]) {
+        let value = c.dir.join(file).display().to_string();
+        match &p.depends[0].kind {
+            DependencyKind::PathExists { path } => {
+                assert_eq!(path, Path::new(&format!("{value}.ready")))
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(p.env["WHICH"], format!("file {value}"));
+    }
+}
+
+#[test]
+fn replicas_become_numbered_instances() {
+    let c =
+        ok("w:\n  run: work\n  replicas: 3\n  depends:\n    - path: /tmp/ready-$PROCMAN_REPLICA\n");
+    let got: Vec<(&str, &str, Option<u32>)> = c
+        .processes
+        .iter()
+        .map(|p| {
+            (
+                p.name.as_str(),
+                p.instance_env[REPLICA_VAR].as_str(),
+                p.replicas,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("w-0", "0", Some(3)),
+            ("w-1", "1", Some(3)),
+            ("w-2", "2", Some(3))
+        ]
+    );
+    assert!(c.processes.iter().all(|p| p.group.as_deref() == Some("w")));
+    match &c.processes[2].depends[0].kind {
+        DependencyKind::PathExists { path } => assert_eq!(path, Path::new("/tmp/ready-2")),
         k => panic!("{k:?}"),
     }
+}
+
+#[test]
+fn replicas_errors() {
+    only_err(
+        "w:\n  run: x\n  replicas: 0\n",
+        3,
+        13,
+        &["`replicas` in process `w`", "1 to 1000"],
+    );
+    only_err("w:\n  run: x\n  replicas: 1001\n", 3, 13, &["1 to 1000"]);
+    only_err(
+        "w:\n  run: x\n  replicas: 2\n  for_each: {glob: \"*.y\", as: F}\n",
+        3,
+        3,
+        &["both `for_each` and `replicas`"],
+    );
+    only_err(
+        "w:\n  run: x\n  replicas: 2\nw-1:\n  run: y\n",
+        1,
+        1,
+        &[
+            "instance `w-1` of `w` (replicas)",
+            "process `w-1` at line 4:1",
+        ],
+    );
+}
+
+#[test]
+fn instances_can_be_named_by_group_or_one_by_one() {
+    ok(
+        "w:\n  run: x\n  once: true\n  replicas: 2\na:\n  run: y\n  depends:\n    - process_exited: w\n    - process_exited: w-1\n",
+    );
+}
+
+#[test]
+fn glob_matching_nothing_is_a_load_error() {
+    only_err(
+        "n:\n  run: x\n  for_each:\n    glob: \"none/*.yaml\"\n    as: F\n",
+        4,
+        11,
+        &["`for_each` glob `none/*.yaml` of process `n` matched no files"],
+    );
+}
+
+#[test]
+fn env_values_expand_braced_variables_in_order() {
+    let c = ok(
+        "p:\n  env:\n    SHARD: \"3\"\n    NAME: \"shard-${SHARD}\"\n    PORT_URL: \"h:${PM_TEST_PORT}\"\n    RAW: \"$SHARD $${SHARD} ${{ x.Y }}\"\n  run: x\n  depends:\n    - process_exited: x\nx:\n  run: y\n  once: true\n",
+    );
+    let env = &c.processes[0].env;
+    assert_eq!(env["NAME"], "shard-3");
+    assert_eq!(env["PORT_URL"], "h:8080");
+    assert_eq!(env["RAW"], "$SHARD ${SHARD} ${{ x.Y }}");
+    only_err(
+        "p:\n  env:\n    A: \"${LATER}\"\n    LATER: x\n  run: x\n",
+        3,
+        8,
+        &[
+            "undefined environment variable `LATER`",
+            "`env` `A` of process `p`",
+        ],
+    );
+}
+
+#[test]
+fn output_matches_dependency() {
+    let c = ok(
+        "db:\n  run: postgres\napi:\n  run: x\n  depends:\n    - output_matches: \"ready to accept connections\"\n      process: db\n      timeout_seconds: 30\n",
+    );
+    let d = &c.processes[1].depends[0];
+    match &d.kind {
+        DependencyKind::OutputMatches { process, regex } => {
+            assert_eq!(process, "db");
+            assert!(regex.is_match("LOG: database system is ready to accept connections"));
+        }
+        k => panic!("{k:?}"),
+    }
+    assert_eq!(d.process(), Some("db"));
+    assert_eq!(d.timeout, Duration::from_secs(30));
+    only_err(
+        "api:\n  run: x\n  depends:\n    - output_matches: \"a(\"\n      process: api2\napi2:\n  run: y\n",
+        4,
+        23,
+        &["invalid regular expression", "unclosed group"],
+    );
+    only_err(
+        "api:\n  run: x\n  depends:\n    - output_matches: ok\n      process: dbb\ndb:\n  run: y\n",
+        5,
+        16,
+        &["unknown process `dbb`", "did you mean `db`"],
+    );
+    only_err(
+        "api:\n  run: x\n  depends:\n    - output_matches: ok\n",
+        4,
+        7,
+        &["needs `process: NAME`"],
+    );
+    only_err(
+        "api:\n  run: x\n  depends:\n    - tcp: a:1\n      process: db\n",
+        5,
+        7,
+        &["`process` only applies to `output_matches`"],
+    );
+    only_err(
+        "api:\n  run: x\n  depends:\n    - output_matches: ok\n      process: api\n",
+        5,
+        16,
+        &["waits for its own output"],
+    );
 }
 
 #[test]
@@ -410,7 +582,7 @@ fn unknown_keys_everywhere() {
         ],
     );
     only_err(
-        "web:\n  run: x\n  for_each:\n    glob: a\n    as: B\n    sort: true\n",
+        "web:\n  run: x\n  for_each:\n    glob: a.y\n    as: B\n    sort: true\n",
         6,
         5,
         &["unknown field `sort`", "`for_each` in process `web`"],
@@ -1008,25 +1180,25 @@ fn load_errors() {
     let dir = std::env::temp_dir().join(format!("procman-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let missing = dir.join("nope.yaml");
-    let e = load(&missing, &BTreeMap::new()).unwrap_err();
+    let e = load(&missing, &LoadOptions::default()).unwrap_err();
     let text = e.to_string();
     assert!(
         text.contains("no config file at") && text.contains("nope.yaml") && text.contains("hint:"),
         "{text}"
     );
-    let e = load(&dir, &BTreeMap::new()).unwrap_err();
+    let e = load(&dir, &LoadOptions::default()).unwrap_err();
     assert!(e.to_string().contains("is a directory"), "{e}");
     let bad = dir.join("bad.yaml");
     std::fs::write(&bad, b"web:\n  run: \xff\n").unwrap();
     assert!(
-        load(&bad, &BTreeMap::new())
+        load(&bad, &LoadOptions::default())
             .unwrap_err()
             .to_string()
             .contains("not valid UTF-8")
     );
     let good = dir.join("procman.yaml");
     std::fs::write(&good, "web:\n  run: x\n  cwd: sub\n").unwrap();
-    let c = load(&good, &BTreeMap::new()).unwrap();
+    let c = load(&good, &LoadOptions::default()).unwrap();
     let canon = std::fs::canonicalize(&good).unwrap();
     assert_eq!(c.path, canon);
     assert_eq!(c.dir, canon.parent().unwrap());
@@ -1035,7 +1207,7 @@ fn load_errors() {
         Some(canon.parent().unwrap().join("sub").as_path())
     );
     std::fs::write(&good, "web:\n  rn: x\n").unwrap();
-    let e = load(&good, &BTreeMap::new()).unwrap_err();
+    let e = load(&good, &LoadOptions::default()).unwrap_err();
     assert!(
         e.to_string()
             .starts_with(&format!("{}:1:1: error:", good.display())),
