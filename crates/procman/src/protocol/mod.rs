@@ -336,6 +336,7 @@ mod tests {
                     since: Timestamp(1),
                 },
                 restarts: 0,
+                group: None,
             }],
         };
         assert_eq!(parse_reply(encode_reply(&reply).as_bytes()).unwrap(), reply);

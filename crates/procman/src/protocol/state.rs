@@ -264,6 +264,10 @@ pub struct ProcessStatus {
     /// How many times it was started again (by its policy, a watch or a request).
     #[serde(default)]
     pub restarts: u32,
+    /// For an instance of a `for_each` or `replicas` template: the template's name, which
+    /// requests may use to address every instance at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<ProcessName>,
 }
 
 #[cfg(test)]
@@ -279,6 +283,7 @@ mod tests {
                 since: Timestamp(1_700_000_000_000),
             },
             restarts: 2,
+            group: None,
         };
         let json = serde_json::to_value(&row).unwrap();
         assert_eq!(
@@ -317,6 +322,7 @@ mod tests {
                 name: ProcessName::new("a").unwrap(),
                 state,
                 restarts: 0,
+                group: Some(ProcessName::new("g").unwrap()),
             };
             let text = serde_json::to_string(&row).unwrap();
             assert!(

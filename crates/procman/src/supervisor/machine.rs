@@ -305,6 +305,7 @@ impl Proc {
             name: self.spec.name.clone(),
             state: self.state.clone(),
             restarts: self.restarts,
+            group: self.spec.group.clone(),
         }
     }
 }
@@ -349,7 +350,16 @@ pub struct Machine {
     /// How often each base name was used by `run` requests (`name`, `name.1`, …).
     name_uses: HashMap<ProcessName, u32>,
     ready_waiters: Vec<RequestId>,
+    /// Requests that named a group, answered once every member has been.
+    joint: HashMap<RequestId, Joint>,
     effects: Vec<Effect>,
+}
+
+/// The answers so far to a request that named a whole group.
+struct Joint {
+    remaining: usize,
+    done: Vec<String>,
+    failed: Vec<String>,
 }
 
 impl Machine {
@@ -370,6 +380,7 @@ impl Machine {
             starts: 0,
             name_uses: HashMap::new(),
             ready_waiters: Vec::new(),
+            joint: HashMap::new(),
             effects: Vec::new(),
         };
         for spec in processes {
@@ -394,13 +405,6 @@ impl Machine {
             }
         }
         self.settle(now);
-        std::mem::take(&mut self.effects)
-    }
-
-    /// Fails the run before anything started (the config could not be expanded).
-    pub fn abort(&mut self, reason: String, now: Now) -> Vec<Effect> {
-        self.log(reason.clone());
-        self.shutdown(Stop::Failure { reason, code: 1 }, now);
         std::mem::take(&mut self.effects)
     }
 
@@ -806,12 +810,8 @@ impl Machine {
             }
         }
         for id in std::mem::take(&mut self.procs[i].on_stopped) {
-            self.effects.push(Effect::Reply {
-                id,
-                reply: Reply::Ok {
-                    message: format!("stopped {name}"),
-                },
-            });
+            let message = format!("stopped {name}");
+            self.answer(id, Reply::Ok { message });
         }
         if let Phase::ShuttingDown { .. } = self.phase {
             self.stop_next(now);
@@ -972,7 +972,7 @@ impl Machine {
                     message: message.clone(),
                 },
             };
-            self.effects.push(Effect::Reply { id, reply });
+            self.answer(id, reply);
         }
     }
 
@@ -1009,8 +1009,8 @@ impl Machine {
                 }
             }
             OnFail::Spawn(target) => {
-                let Some(t) = self.find(&target) else { return };
-                if self.procs[t].is_busy() {
+                let targets = self.members(&target);
+                if targets.iter().any(|&t| self.procs[t].is_busy()) {
                     self.log(format!(
                         "{what}; {target} is already running, not starting another"
                     ));
@@ -1023,7 +1023,9 @@ impl Machine {
                     ("PROCMAN_WATCH_CHECK".to_owned(), check.to_owned()),
                     ("PROCMAN_WATCH_FAILURES".to_owned(), failures.to_string()),
                 ]);
-                self.rerun(t, env, now);
+                for t in targets {
+                    self.rerun(t, env.clone(), now);
+                }
             }
         }
     }
@@ -1039,22 +1041,19 @@ impl Machine {
     }
 
     fn on_request(&mut self, id: RequestId, message: Message, via: &str, now: Now) {
-        let reply = |machine: &mut Machine, reply: Reply| {
-            machine.effects.push(Effect::Reply { id, reply });
-        };
         let shutting_down = !matches!(self.phase, Phase::Running);
         match message {
             Message::Status => {
-                let reply_value = Reply::Status {
+                let reply = Reply::Status {
                     pid: std::process::id(),
                     config: self.config_path.clone(),
                     processes: self.statuses(),
                 };
-                reply(self, reply_value);
+                self.answer(id, reply);
             }
             Message::Shutdown { user, message } => {
-                reply(
-                    self,
+                self.answer(
+                    id,
                     Reply::Ok {
                         message: "shutting down".into(),
                     },
@@ -1064,125 +1063,185 @@ impl Machine {
                 let reason = format!("shutdown via {via}: {who}: {why}");
                 self.shutdown(Stop::Requested { reason }, now);
             }
-            _ if shutting_down => reply(
-                self,
+            _ if shutting_down => self.answer(
+                id,
                 Reply::Error {
                     message: "the server is shutting down".into(),
                 },
             ),
             Message::Ready => self.ready_waiters.push(id),
             // The runner keeps subscriptions; it never hands one to the machine.
-            Message::Subscribe => reply(
-                self,
+            Message::Subscribe => self.answer(
+                id,
                 Reply::Error {
                     message: "subscriptions are not handled here".into(),
                 },
             ),
             Message::Run(run) => self.on_run(id, run, now),
             Message::StopProcess { name } => {
-                let Some(i) = self.lookup(id, &name) else {
-                    return;
-                };
-                match self.procs[i].state.clone() {
-                    ProcessState::Running { .. } | ProcessState::Stopping { .. } => {
-                        self.procs[i].on_stopped.push(id);
-                        self.begin_stop(i, StopReason::Requested, now);
-                    }
-                    ProcessState::Waiting { .. } | ProcessState::BackingOff { .. } => {
-                        self.next_epoch(i);
-                        self.effects
-                            .push(Effect::CancelTasks(self.procs[i].name().clone()));
-                        let exit = self.procs[i].state.exit();
-                        self.log(format!("{name}: stopped before it ran again"));
-                        self.set_state(i, ProcessState::Stopped { exit });
-                        reply(
-                            self,
-                            Reply::Ok {
-                                message: format!("stopped {name}"),
-                            },
-                        );
-                    }
-                    _ => reply(
-                        self,
-                        Reply::Ok {
-                            message: format!("{name} is not running"),
-                        },
-                    ),
+                for i in self.targets(id, &name) {
+                    self.stop_requested(id, i, now);
                 }
             }
             Message::RestartProcess { name } => {
-                let Some(i) = self.lookup(id, &name) else {
-                    return;
-                };
-                self.procs[i].on_started.push(id);
-                match self.procs[i].state.clone() {
-                    ProcessState::Running { .. } | ProcessState::Stopping { .. } => {
-                        self.log(format!("{name}: restart requested"));
-                        self.begin_stop(i, StopReason::Restart, now);
-                    }
-                    ProcessState::BackingOff { .. } => {
-                        self.next_epoch(i);
-                        self.procs[i].restarts += 1;
-                        self.procs[i].streak = 0;
-                        self.spawn(i);
-                    }
-                    ProcessState::Waiting { .. } => {
-                        self.effects
-                            .push(Effect::CancelTasks(self.procs[i].name().clone()));
-                        let env = self.procs[i].env.clone();
-                        self.start_process(i, env, now);
-                    }
-                    _ => {
-                        let env = self.procs[i].env.clone();
-                        self.rerun(i, env, now);
-                    }
+                for i in self.targets(id, &name) {
+                    self.restart_requested(id, i, now);
                 }
             }
         }
     }
 
-    /// The index of `name`, or an error reply naming the known processes.
-    fn lookup(&mut self, id: RequestId, name: &str) -> Option<usize> {
-        let found = self.find(name);
-        if found.is_none() {
-            let known: Vec<&str> = self.procs.iter().map(|p| p.name().as_str()).collect();
-            self.effects.push(Effect::Reply {
-                id,
-                reply: Reply::Error {
-                    message: format!(
-                        "no process named {name:?}; known: {}",
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                },
-            });
+    /// `stop_process` for one process; `id` is answered once it is gone.
+    fn stop_requested(&mut self, id: RequestId, i: usize, now: Now) {
+        let name = self.procs[i].name().clone();
+        match self.procs[i].state.clone() {
+            ProcessState::Running { .. } | ProcessState::Stopping { .. } => {
+                self.procs[i].on_stopped.push(id);
+                self.begin_stop(i, StopReason::Requested, now);
+            }
+            ProcessState::Waiting { .. } | ProcessState::BackingOff { .. } => {
+                self.next_epoch(i);
+                self.effects.push(Effect::CancelTasks(name.clone()));
+                let exit = self.procs[i].state.exit();
+                self.log(format!("{name}: stopped before it ran again"));
+                self.set_state(i, ProcessState::Stopped { exit });
+                let message = format!("stopped {name}");
+                self.answer(id, Reply::Ok { message });
+            }
+            _ => {
+                let message = format!("{name} is not running");
+                self.answer(id, Reply::Ok { message });
+            }
+        }
+    }
+
+    /// `restart_process` for one process; `id` is answered once it runs again.
+    fn restart_requested(&mut self, id: RequestId, i: usize, now: Now) {
+        self.procs[i].on_started.push(id);
+        match self.procs[i].state.clone() {
+            ProcessState::Running { .. } | ProcessState::Stopping { .. } => {
+                self.log(format!("{}: restart requested", self.procs[i].name()));
+                self.begin_stop(i, StopReason::Restart, now);
+            }
+            ProcessState::BackingOff { .. } => {
+                self.next_epoch(i);
+                self.procs[i].restarts += 1;
+                self.procs[i].streak = 0;
+                self.spawn(i);
+            }
+            ProcessState::Waiting { .. } => {
+                self.effects
+                    .push(Effect::CancelTasks(self.procs[i].name().clone()));
+                let env = self.procs[i].env.clone();
+                self.start_process(i, env, now);
+            }
+            _ => {
+                let env = self.procs[i].env.clone();
+                self.rerun(i, env, now);
+            }
+        }
+    }
+
+    /// The processes a request names: one process, or every instance of a `for_each` or
+    /// `replicas` group (then `id` is answered once, when all of them have answered). An
+    /// unknown name is answered at once with an error listing the known names.
+    fn targets(&mut self, id: RequestId, name: &str) -> Vec<usize> {
+        let found = self.members(name);
+        match found.len() {
+            0 => {
+                let known: Vec<&str> = self.procs.iter().map(|p| p.name().as_str()).collect();
+                let known = if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                };
+                let message = format!("no process named {name:?}; known: {known}");
+                self.answer(id, Reply::Error { message });
+            }
+            1 => {}
+            n => {
+                self.joint.insert(
+                    id,
+                    Joint {
+                        remaining: n,
+                        done: Vec::new(),
+                        failed: Vec::new(),
+                    },
+                );
+            }
         }
         found
+    }
+
+    /// `name` itself, or the instances of the group `name`, in table order.
+    fn members(&self, name: &str) -> Vec<usize> {
+        match self.find(name) {
+            Some(i) => vec![i],
+            None => (0..self.procs.len())
+                .filter(|&i| self.procs[i].spec.group.as_deref() == Some(name))
+                .collect(),
+        }
+    }
+
+    /// Sends `reply` to request `id`, or, for a request that named a group, counts it
+    /// towards the one reply that follows the last member's.
+    fn answer(&mut self, id: RequestId, reply: Reply) {
+        let Some(joint) = self.joint.get_mut(&id) else {
+            self.effects.push(Effect::Reply { id, reply });
+            return;
+        };
+        match reply {
+            Reply::Error { message } => joint.failed.push(message),
+            Reply::Ok { message } => joint.done.push(message),
+            Reply::Started { process } => joint.done.push(match process.state.pid() {
+                Some(pid) => format!("started {} (pid {pid})", process.name),
+                None => format!("{} is {}", process.name, process.state.label()),
+            }),
+            other => joint.done.push(format!("{other:?}")),
+        }
+        joint.remaining -= 1;
+        if joint.remaining > 0 {
+            return;
+        }
+        let Some(joint) = self.joint.remove(&id) else {
+            return;
+        };
+        let reply = if joint.failed.is_empty() {
+            Reply::Ok {
+                message: joint.done.join("\n"),
+            }
+        } else {
+            Reply::Error {
+                message: joint.failed.join("; "),
+            }
+        };
+        self.effects.push(Effect::Reply { id, reply });
     }
 
     /// A `run` request: starts a configured process that is not running by its name (in
     /// either mode), or adds a new process under a unique name (serve mode).
     fn on_run(&mut self, id: RequestId, run: RunRequest, now: Now) {
-        if let Some(i) = self.find(&run.name)
-            && self.procs[i].origin == Origin::Config
-            && !self.procs[i].is_busy()
+        let configured = self.members(&run.name);
+        if !configured.is_empty()
+            && configured
+                .iter()
+                .all(|&i| self.procs[i].origin == Origin::Config && !self.procs[i].is_busy())
         {
-            self.procs[i].on_started.push(id);
-            self.rerun(i, run.env, now);
+            for i in self.targets(id, &run.name) {
+                self.procs[i].on_started.push(id);
+                self.rerun(i, run.env.clone(), now);
+            }
             return;
         }
         if !self.serve {
-            self.effects.push(Effect::Reply {
+            let message = "`procman run` does not take new processes; use `procman serve` \
+                           (`procman start NAME` starts a stopped process of the config)";
+            self.answer(
                 id,
-                reply: Reply::Error {
-                    message: "`procman run` does not take new processes; use `procman serve` \
-                              (`procman start NAME` starts a stopped process of the config)"
-                        .into(),
+                Reply::Error {
+                    message: message.into(),
                 },
-            });
+            );
             return;
         }
         let depends = match &run.depends {
@@ -1195,10 +1254,7 @@ impl Machine {
                     Err(problem) => {
                         let message = format!("{}: bad depends: {problem}", run.name);
                         self.log(format!("ignored a run request: {message}"));
-                        self.effects.push(Effect::Reply {
-                            id,
-                            reply: Reply::Error { message },
-                        });
+                        self.answer(id, Reply::Error { message });
                         return;
                     }
                 }
@@ -1206,23 +1262,10 @@ impl Machine {
         };
         let name = self.unique_name(&run.name);
         let spec = ProcessSpec {
-            name: name.clone(),
-            run: run.run,
             env: run.env,
-            env_files: Vec::new(),
-            file_env: BTreeMap::new(),
-            instance_env: BTreeMap::new(),
             once: run.once,
-            autostart: true,
             depends,
-            for_each: None,
-            replicas: None,
-            watch: Vec::new(),
-            cwd: None,
-            stop_timeout: Duration::from_secs(2),
-            restart: RestartPolicy::default(),
-            group: None,
-            location: Location::default(),
+            ..ProcessSpec::with_defaults(name.clone(), run.run, Location::default())
         };
         self.log(format!("{name}: added at runtime"));
         let i = self.insert(spec, Origin::Runtime);

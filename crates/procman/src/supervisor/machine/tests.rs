@@ -825,6 +825,91 @@ fn debug_pauses_a_failure_shutdown_until_resumed() {
     assert_eq!(signals(&effects), [("b".to_owned(), Sig::Term)]);
 }
 
+/// A machine whose `job` template expanded into `job-0` and `job-1`, beside `web`.
+fn with_group(template_yaml: &str, serve: bool) -> Harness {
+    let mut h = Harness::with_mode(template_yaml, serve, false);
+    let template = h.machine.procs[0].spec.as_ref().clone();
+    let mut specs: Vec<ProcessSpec> = (0..2)
+        .map(|i| {
+            let mut instance = template.clone();
+            instance.name = template.name.with_suffix('-', i);
+            instance.group = Some(template.name.clone());
+            instance
+        })
+        .collect();
+    specs.extend(h.machine.procs[1..].iter().map(|p| p.spec.as_ref().clone()));
+    h.machine = Machine::new(specs, "p".into(), serve, false);
+    h
+}
+
+#[test]
+fn requests_naming_a_group_address_every_instance_and_answer_once() {
+    let mut h = with_group("job:\n  run: j\nweb:\n  run: w\n", true);
+    h.start();
+    h.spawned("job-0", 1);
+    h.spawned("job-1", 2);
+    h.spawned("web", 3);
+    assert_eq!(
+        h.machine.status("job-1").unwrap().group.as_deref(),
+        Some("job")
+    );
+    let (id, effects) = h.request(Message::StopProcess { name: "job".into() });
+    assert_eq!(
+        signals(&effects),
+        [
+            ("job-0".to_owned(), Sig::Term),
+            ("job-1".to_owned(), Sig::Term)
+        ]
+    );
+    let effects = h.exited("job-0", 1, Exit::Signal(libc::SIGTERM));
+    assert!(
+        reply(&effects, id).is_none(),
+        "one reply, after the last member"
+    );
+    let effects = h.exited("job-1", 2, Exit::Signal(libc::SIGTERM));
+    assert_eq!(
+        reply(&effects, id),
+        Some(&Reply::Ok {
+            message: "stopped job-0\nstopped job-1".into()
+        })
+    );
+    // `start job` starts the stopped group again.
+    let (id, effects) = h.request(Message::Run(RunRequest {
+        name: name("job"),
+        run: "job".into(),
+        env: BTreeMap::new(),
+        depends: None,
+        once: false,
+    }));
+    assert_eq!(spawns(&effects), ["job-0", "job-1"]);
+    h.spawned("job-0", 4);
+    let effects = h.spawned("job-1", 5);
+    assert_eq!(
+        reply(&effects, id),
+        Some(&Reply::Ok {
+            message: "started job-0 (pid 4)\nstarted job-1 (pid 5)".into()
+        })
+    );
+}
+
+#[test]
+fn a_watch_spawns_a_dormant_group() {
+    let mut h = with_group(
+        "rec:\n  run: r\n  autostart: false\nweb:\n  run: w\n  watch:\n    - check: {path: /x}\n      on_fail: {spawn: rec}\n",
+        false,
+    );
+    h.start();
+    h.spawned("web", 1);
+    let effects = h.event(Event::WatchFailed {
+        name: name("web"),
+        watch: "w".into(),
+        action: OnFail::Spawn("rec".into()),
+        failures: 3,
+        check: "path /x".into(),
+    });
+    assert_eq!(spawns(&effects), ["rec-0", "rec-1"]);
+}
+
 #[test]
 fn for_each_groups_publish_once_every_instance_succeeded() {
     let mut h = Harness::new("job:\n  run: j\n  once: true\nweb:\n  run: w\n");
