@@ -38,7 +38,7 @@ mod keeper;
 pub mod process;
 mod service;
 
-pub use counter::{PlatformRefCounter, RefCounter, SysvRefCounter};
+pub use counter::{PlatformRefCounter, RefCounter, SysvRefCounter, sweep_abandoned};
 pub use error::{Error, Result};
 pub use info::ServiceInfo;
 pub use service::{

@@ -2,12 +2,14 @@
 //! implementation.
 
 mod key;
+mod sweep;
 mod sys;
 mod sysv;
 
 use std::time::Duration;
 
 pub use key::{MAX_NAME_LEN, validate_name};
+pub use sweep::sweep_abandoned;
 pub use sysv::SysvRefCounter;
 
 use crate::Result;
@@ -21,7 +23,8 @@ pub trait RefCounter: Send + Sync {
     /// The kernel removes the reference if the process dies (`SEM_UNDO`).
     fn acquire(&self) -> Result<u32>;
     /// Gives back one reference taken with [`acquire`](Self::acquire); returns the count
-    /// after the decrement.
+    /// after the decrement. Giving back the last reference of a name that no one else
+    /// uses (nobody present, lock free) also removes the kernel object behind it.
     fn release(&self) -> Result<u32>;
     /// The current count (a snapshot: other processes may change it at any time).
     fn count(&self) -> Result<u32>;
