@@ -35,6 +35,7 @@ pub mod discovery;
 mod error;
 mod info;
 mod keeper;
+mod keeper_watch;
 pub mod process;
 mod service;
 
