@@ -194,6 +194,9 @@ pub struct SysvRefCounter {
     watching: AtomicBool,
     /// Whether this object holds a keeper slot.
     keeping: AtomicBool,
+    /// Whether this object's last acquire made the count 1: then its release most likely
+    /// removes the set, and tries that first (a hint; both orders are correct).
+    alone: AtomicBool,
 }
 
 impl SysvRefCounter {
@@ -212,6 +215,7 @@ impl SysvRefCounter {
             locked: AtomicBool::new(false),
             watching: AtomicBool::new(false),
             keeping: AtomicBool::new(false),
+            alone: AtomicBool::new(false),
         })
     }
 
@@ -657,6 +661,7 @@ impl RefCounter for SysvRefCounter {
             .expect("creating always yields a set");
         if created {
             self.held.fetch_add(1, SeqCst);
+            self.alone.store(true, SeqCst);
             return Ok(1);
         }
         let taken = match sys::op(id, &ACQUIRE_NOWAIT, None) {
@@ -669,7 +674,9 @@ impl RefCounter for SysvRefCounter {
             return Err(self.sem_error("semop(acquire)", libc::ETIMEDOUT));
         }
         self.held.fetch_add(1, SeqCst);
-        self.count()
+        let count = self.count()?;
+        self.alone.store(count == 1, SeqCst);
+        Ok(count)
     }
 
     fn release(&self) -> Result<u32> {
@@ -685,6 +692,14 @@ impl RefCounter for SysvRefCounter {
             self.held.fetch_sub(1, SeqCst);
             return Ok(0);
         };
+        // The last reference goes with the set, unless someone still uses it (a holder
+        // that arrived meanwhile, someone present, a lock holder, this object too). Try
+        // first what is likelier: the removal if this object was alone when it acquired.
+        let may_remove = self.holds_only(only_reference);
+        let removal_first = may_remove && self.alone.load(SeqCst);
+        if removal_first && self.remove(id, only_reference)? {
+            return Ok(0);
+        }
         match sys::op(id, &RELEASE_NOT_LAST, None) {
             Ok(()) => {
                 self.held.fetch_sub(1, SeqCst);
@@ -697,9 +712,7 @@ impl RefCounter for SysvRefCounter {
             }
             Err(e) => return Err(self.sem_error("semop(release)", e)),
         }
-        // The last reference: remove the set with it, unless someone still uses it (a
-        // holder that arrived meanwhile, someone present, a lock holder, this object too).
-        if self.holds_only(only_reference) && self.remove(id, only_reference)? {
+        if may_remove && !removal_first && self.remove(id, only_reference)? {
             return Ok(0);
         }
         match sys::op(id, &RELEASE, None) {
