@@ -287,9 +287,8 @@ impl Inner {
     }
 
     /// Takes the startup lock (waiting up to `wait`; `None`: only if it is free now) and
-    /// adopts the live instance if it has no keeper. Returns whether a live instance is
-    /// guarded afterwards; false if there is none, or the lock stayed busy.
-    fn adopt_orphan(&self, wait: Option<Duration>) -> Result<bool> {
+    /// adopts the live instance if it has no keeper.
+    fn adopt_orphan(&self, wait: Option<Duration>) -> Result<Adoption> {
         // A counter object of its own: the lock belongs to an object, and this can run on
         // another thread beside an acquire or release of this process.
         let lock = SysvRefCounter::new(&self.name)?;
@@ -298,15 +297,15 @@ impl Inner {
             None => lock.try_lock()?,
         };
         if !got {
-            return Ok(false);
+            return Ok(Adoption::LockBusy);
         }
-        let guarded = match Record::lookup(&self.discovery, &self.name) {
-            Ok(Lookup::Live(record)) => self.adopt_if_orphaned(record).map(|_| true),
-            Ok(Lookup::Stale) => Ok(false),
+        let outcome = match Record::lookup(&self.discovery, &self.name) {
+            Ok(Lookup::Live(record)) => self.adopt_if_orphaned(record).map(|_| Adoption::Guarded),
+            Ok(Lookup::Stale) => Ok(Adoption::NoInstance),
             Err(e) => Err(e),
         };
         lock.unlock()?;
-        guarded
+        outcome
     }
 
     /// Before a reference is given back: a keeper-less instance gets its keeper now, while
@@ -327,15 +326,21 @@ impl Inner {
             return;
         }
         let weak = Arc::downgrade(self);
-        let on_keeper_gone = move || {
-            weak.upgrade().is_some_and(|inner| {
-                inner
-                    .adopt_orphan(Some(inner.settings.startup_timeout))
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(service = %inner.name, error = %e, "could not start a new keeper");
-                        false
-                    })
-            })
+        // Keeps trying while the lock is busy (its holder is alive: the kernel frees it
+        // otherwise), for as long as this service object exists.
+        let on_keeper_gone = move || loop {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            match inner.adopt_orphan(Some(inner.settings.startup_timeout)) {
+                Ok(Adoption::Guarded) => return true,
+                Ok(Adoption::NoInstance) => return false,
+                Ok(Adoption::LockBusy) => continue,
+                Err(e) => {
+                    tracing::warn!(service = %inner.name, error = %e, "could not start a new keeper");
+                    return false;
+                }
+            }
         };
         match KeeperWatch::start(self.discovery.clone(), on_keeper_gone) {
             Ok(started) => *watch = Some(started),
@@ -376,6 +381,16 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// What [`Inner::adopt_orphan`] found.
+enum Adoption {
+    /// A keeper guards the live instance (it had one, or now has a new one).
+    Guarded,
+    /// There is no live instance to guard.
+    NoInstance,
+    /// The startup lock stayed busy.
+    LockBusy,
 }
 
 /// Releases the reference if `acquire` fails or is cancelled half-way.
