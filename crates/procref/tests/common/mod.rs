@@ -63,13 +63,21 @@ pub fn force_remove_set(name: &str) {
 
 /// Live keeper processes of `name` (their argv[0] is `procref-keeper: NAME`).
 pub fn keepers_of(name: &str) -> Vec<u32> {
-    let want = format!("procref-keeper: {name}\0");
+    keepers_of_any(&[name.to_owned()])
+}
+
+/// Live keeper processes of any of `names`, in one scan of /proc.
+pub fn keepers_of_any(names: &[String]) -> Vec<u32> {
+    let wanted: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| format!("procref-keeper: {n}\0").into_bytes())
+        .collect();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| wanted.contains(&c))
         })
         .filter(|&pid| alive(pid))
         .collect()
@@ -135,9 +143,8 @@ impl Drop for Cleanup {
             }
         }
         // Keepers started by adoption are in no file the test read: find them by name.
-        for n in &self.names {
-            self.pids.extend(keepers_of(n));
-        }
+        let keepers = keepers_of_any(&self.names);
+        self.pids.extend(keepers);
         for &p in &self.pids {
             if alive(p) {
                 sigkill(p);
