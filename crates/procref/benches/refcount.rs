@@ -185,17 +185,21 @@ fn bench_child() {
                 let stamp = stamp.clone();
                 async move {
                     // Writes the time SIGTERM arrived (a bash builtin: no fork on the path).
-                    let child = Command::new("bash")
+                    // It says "ready" once the trap is set, and is a service only then: a
+                    // SIGTERM before that would end it without a timestamp.
+                    let mut child = Command::new("bash")
                         .args([
                             "-c",
-                            r#"trap 'printf %s "$EPOCHREALTIME" > "$STAMP"; kill $! 2>/dev/null; exit 0' TERM; sleep 600 & wait"#,
+                            r#"trap 'printf %s "$EPOCHREALTIME" > "$STAMP"; kill $! 2>/dev/null; exit 0' TERM; echo ready; sleep 600 & wait"#,
                         ])
                         .env("STAMP", &stamp)
                         .process_group(0)
                         .stdin(Stdio::null())
-                        .stdout(Stdio::null())
+                        .stdout(Stdio::piped())
                         .stderr(Stdio::null())
                         .spawn()?;
+                    let mut ready = String::new();
+                    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut ready)?;
                     Ok(ServiceInfo::new(child.id(), 0))
                 }
             })
