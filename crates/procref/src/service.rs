@@ -78,7 +78,10 @@ impl SharedService {
         SharedServiceBuilder::new(name)
     }
 
-    /// Takes a reference to the service, starting (or recovering) it if needed.
+    /// Takes a reference to the service, starting (or recovering) it if needed, or giving
+    /// it a new keeper if its keeper was killed. The first acquire also starts one thread,
+    /// sleeping in `poll` until this object is dropped, that does the same as soon as the
+    /// keeper dies.
     pub async fn acquire(&self) -> Result<ServiceHandle> {
         let inner = &self.inner;
         let local = Arc::clone(&inner.local).lock_owned().await;
