@@ -1,5 +1,5 @@
-//! Kernel-backed reference counting: the [`RefCounter`] trait and its System V
-//! implementation.
+//! Kernel-backed reference counting: the [`RefCounter`] trait, its System V
+//! implementation, and the sweep of abandoned sets.
 
 mod key;
 mod sweep;
@@ -31,7 +31,8 @@ pub trait RefCounter: Send + Sync {
     /// Takes the startup lock if it is free, without blocking. The kernel frees it if
     /// the holder dies. Re-entrant for the same counter object.
     fn try_lock(&self) -> Result<bool>;
-    /// Frees the startup lock (no-op if this object does not hold it).
+    /// Frees the startup lock (no-op if this object does not hold it). If this object
+    /// holds nothing else and no one else uses the name, the kernel object goes too.
     fn unlock(&self) -> Result<()>;
     /// Takes the startup lock, waiting in the kernel up to `timeout`; false on timeout.
     fn lock_timeout(&self, timeout: Duration) -> Result<bool>;
