@@ -10,7 +10,7 @@
 //! instance left to guard.
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use rustix::event::{PollFd, PollFlags, poll};
@@ -52,7 +52,7 @@ impl KeeperWatch {
     }
 }
 
-fn watch(discovery: &std::path::Path, stop: &OwnedFd, mut on_keeper_gone: impl FnMut() -> bool) {
+fn watch(discovery: &Path, stop: &OwnedFd, mut on_keeper_gone: impl FnMut() -> bool) {
     // Set after a round without a keeper to wait on: if the next round has none either, a
     // keeper we cannot identify guards the instance, and there is nothing left to watch.
     let mut unwatchable = false;
