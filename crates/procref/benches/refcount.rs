@@ -1,10 +1,17 @@
 //! Benchmarks of procref's hot paths, against procref 0.1 where it has one:
 //!
-//! - `raw_pair`: `SysvRefCounter` acquire + release (one `semop` each).
-//! - `procref01_raw_pair`: the same pair on procref 0.1's `LinuxRefCounter`.
+//! - `raw_pair`: `SysvRefCounter` acquire + release by the name's only user, so the set
+//!   is created by the acquire and removed by the release, every time.
+//! - `raw_pair_shared`: the same pair while another object holds a reference (the release
+//!   is not the last: one `semop` each, the set stays).
+//! - `procref01_raw_pair`: the pair on procref 0.1's `LinuxRefCounter` (which never
+//!   removes its set).
 //! - `warm_acquire`: `SharedService::acquire` + drop of a running service.
 //! - `keeper_reaction`: SIGKILL of the last client → the keeper's SIGTERM reaching the
 //!   service (timestamped by the service itself), one client process per iteration.
+//! - `keeper_adoption`: SIGKILL of the keeper while a client holds the service → the
+//!   discovery file names the new keeper that client started (its pid is read only once
+//!   it is ready), one client process per iteration.
 //!
 //! Run: `cargo bench -p procref@0.2.0 --bench refcount`. Everything created (sets,
 //! services, keepers, the 0.1 set) is removed before the benchmark exits.
@@ -72,7 +79,22 @@ fn raw_pair(c: &mut Criterion) {
             counter.release().expect("release")
         })
     });
-    assert!(counter.try_remove().expect("try_remove"));
+    assert!(!set_exists(&name), "raw_pair: set left behind");
+}
+
+fn raw_pair_shared(c: &mut Criterion) {
+    let name = unique("shared");
+    let anchor = SysvRefCounter::new(&name).expect("counter");
+    anchor.acquire().expect("anchor acquire");
+    let counter = SysvRefCounter::new(&name).expect("counter");
+    c.bench_function("raw_pair_shared", |b| {
+        b.iter(|| {
+            counter.acquire().expect("acquire");
+            counter.release().expect("release")
+        })
+    });
+    drop((counter, anchor));
+    assert!(!set_exists(&name), "raw_pair_shared: set left behind");
 }
 
 /// procref 0.1's key: ftok("/tmp", 1 + sum of the name's bytes, wrapping in u8).
@@ -163,17 +185,21 @@ fn bench_child() {
                 let stamp = stamp.clone();
                 async move {
                     // Writes the time SIGTERM arrived (a bash builtin: no fork on the path).
-                    let child = Command::new("bash")
+                    // It says "ready" once the trap is set, and is a service only then: a
+                    // SIGTERM before that would end it without a timestamp.
+                    let mut child = Command::new("bash")
                         .args([
                             "-c",
-                            r#"trap 'printf %s "$EPOCHREALTIME" > "$STAMP"; kill $! 2>/dev/null; exit 0' TERM; sleep 600 & wait"#,
+                            r#"trap 'printf %s "$EPOCHREALTIME" > "$STAMP"; kill $! 2>/dev/null; exit 0' TERM; echo ready; sleep 600 & wait"#,
                         ])
                         .env("STAMP", &stamp)
                         .process_group(0)
                         .stdin(Stdio::null())
-                        .stdout(Stdio::null())
+                        .stdout(Stdio::piped())
                         .stderr(Stdio::null())
                         .spawn()?;
+                    let mut ready = String::new();
+                    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut ready)?;
                     Ok(ServiceInfo::new(child.id(), 0))
                 }
             })
@@ -195,25 +221,7 @@ fn unix_now() -> Duration {
 /// from the kill to the service's SIGTERM timestamp.
 fn keeper_round(name: &str, dir: &Path, stamp: &PathBuf) -> Duration {
     let _ = std::fs::remove_file(stamp);
-    let mut child = Command::new(std::env::current_exe().expect("current_exe"))
-        .env(CHILD_VAR, "1")
-        .env("BENCH_NAME", name)
-        .env("BENCH_DIR", dir)
-        .env("BENCH_STAMP", stamp)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn client");
-    let mut line = String::new();
-    let read = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
-    let service: u32 = match (read, line.trim().strip_prefix("acquired ")) {
-        (Ok(_), Some(pid)) => pid.parse().expect("pid"),
-        _ => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("keeper_reaction: client did not acquire ({line:?})");
-        }
-    };
+    let (mut child, service) = spawn_client(name, dir, stamp);
     let killed = unix_now();
     let _ = child.kill();
     let _ = child.wait();
@@ -232,14 +240,91 @@ fn keeper_round(name: &str, dir: &Path, stamp: &PathBuf) -> Duration {
         .expect("EPOCHREALTIME");
     let termed = Duration::from_secs_f64(secs);
     // Not timed: let the keeper finish (service gone, file and set removed).
+    assert_cleaned_up("keeper_reaction", name, dir, service);
+    termed.saturating_sub(killed)
+}
+
+/// Spawns the `bench_child` client; returns it and the service pid it reports.
+fn spawn_client(name: &str, dir: &Path, stamp: &Path) -> (std::process::Child, u32) {
+    let mut child = Command::new(std::env::current_exe().expect("current_exe"))
+        .env(CHILD_VAR, "1")
+        .env("BENCH_NAME", name)
+        .env("BENCH_DIR", dir)
+        .env("BENCH_STAMP", stamp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let mut line = String::new();
+    let read = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+    match (read, line.trim().strip_prefix("acquired ")) {
+        (Ok(_), Some(pid)) => (child, pid.parse().expect("pid")),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("client did not acquire ({line:?})");
+        }
+    }
+}
+
+fn keeper_in(dir: &Path, name: &str) -> Option<u32> {
+    let path = dir.join(format!("{name}.json"));
+    procref::discovery::Record::read_unchecked(&path)
+        .ok()
+        .flatten()
+        .and_then(|r| r.keeper)
+        .map(|k| k.pid)
+}
+
+/// Waits until the keeper, the service, the discovery file and the set are all gone.
+fn assert_cleaned_up(what: &str, name: &str, dir: &Path, service: u32) {
     assert!(
         wait_until(Duration::from_secs(10), || !procref::process::is_alive(
             service
         ) && !set_exists(name)
             && !dir.join(format!("{name}.json")).exists()),
-        "keeper_reaction: keeper did not clean up"
+        "{what}: keeper did not clean up"
     );
-    termed.saturating_sub(killed)
+}
+
+/// One round: a client starts the service; SIGKILL its keeper and return the time until
+/// the discovery file names a live replacement.
+fn adoption_round(name: &str, dir: &Path, stamp: &Path) -> Duration {
+    let (mut child, service) = spawn_client(name, dir, stamp);
+    let old = keeper_in(dir, name).expect("keeper recorded");
+    let killed = Instant::now();
+    procref::process::kill(old).expect("kill keeper");
+    let mut adopted = None;
+    let found = wait_until(Duration::from_secs(10), || {
+        adopted = keeper_in(dir, name).filter(|&k| k != old);
+        adopted.is_some()
+    });
+    let took = killed.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "keeper_adoption: no new keeper within 10 s");
+    assert_cleaned_up("keeper_adoption", name, dir, service);
+    took
+}
+
+fn keeper_adoption(c: &mut Criterion) {
+    let name = unique("adopt");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stamp = dir.path().join("sigterm.stamp");
+    let mut group = c.benchmark_group("keeper_adoption");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(1));
+    group.bench_function("sigkill_to_new_keeper", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| adoption_round(&name, dir.path(), &stamp))
+                .sum()
+        })
+    });
+    group.finish();
 }
 
 fn keeper_reaction(c: &mut Criterion) {
@@ -269,8 +354,10 @@ fn main() {
     }
     let mut c = Criterion::default().configure_from_args();
     raw_pair(&mut c);
+    raw_pair_shared(&mut c);
     procref01_raw_pair(&mut c);
     warm_acquire(&mut c);
     keeper_reaction(&mut c);
+    keeper_adoption(&mut c);
     c.final_summary();
 }

@@ -1,7 +1,9 @@
 //! The keeper: the process that stops a service when its last client is gone, even
 //! when that client was killed (see `docs/adr/0001-keeper.md`).
 //!
-//! One keeper guards one started instance of a service. It holds no reference, sleeps in
+//! One keeper guards one started instance of a service. It holds no reference but a keeper
+//! slot of the set (`SEM_UNDO`: the kernel frees it when the keeper dies, however it dies,
+//! which is how clients learn that an instance needs a new keeper), sleeps in
 //! `wait_zero` until the count falls to 0, optionally waits `linger` for a client to come
 //! back (an event-driven wait for the count to become non-zero), then takes the startup
 //! lock, re-checks the count and the discovery file, and stops the service only if the
@@ -78,8 +80,11 @@ fn run(spec: &Spec) -> Result<()> {
     // The spawner may be gone by the time we report; a closed pipe must not kill us.
     // SAFETY: setting a signal disposition to SIG_IGN has no memory-safety preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    report_ready();
     let counter = SysvRefCounter::new(&spec.name)?;
+    // Present before reporting ready, so the spawner returns only once clients can see a
+    // keeper; the kernel takes the slot back however this process ends.
+    counter.enter_as_keeper()?;
+    report_ready();
     loop {
         counter.wait_zero(None)?;
         if !spec.linger.is_zero() && counter.wait_nonzero(Some(spec.linger))? {
@@ -233,9 +238,11 @@ fn poll_readable(file: &std::fs::File, timeout: Duration) -> bool {
     matches!(poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
 }
 
-/// Stops an old keeper (after a restart or recovery made it obsolete).
+/// Stops an old keeper (after a restart or recovery made it obsolete) and waits, briefly,
+/// until it is gone, so that its keeper slot no longer counts.
 pub(crate) fn dismiss(keeper: &ProcessId) {
     if let Some(p) = Process::open_verified(keeper.pid, keeper.start_time) {
         let _ = p.signal(rustix::process::Signal::TERM);
+        p.wait_exit(Some(Duration::from_secs(2)));
     }
 }

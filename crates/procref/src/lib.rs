@@ -5,9 +5,11 @@
 //! with SIGKILL) it stops. The count lives in the kernel: a System V semaphore whose
 //! increments carry `SEM_UNDO`, so the kernel takes a dead client's reference back.
 //!
-//! - [`counter`]: the [`RefCounter`] trait and [`PlatformRefCounter`] (System V).
+//! - [`counter`]: the [`RefCounter`] trait and [`PlatformRefCounter`] (System V), and
+//!   [`sweep_abandoned`] for sets whose users were all killed.
 //! - [`SharedService`]: the lifecycle (start, reuse, health check, recovery, stop) and
-//!   the keeper process that stops the service when the last client died.
+//!   the keeper process that stops the service when the last client died (and that a
+//!   client replaces if the keeper itself was killed).
 //! - [`discovery`]: the discovery file and the private-file rules it follows.
 //! - [`process`]: pidfd-based process utilities.
 //!
@@ -35,10 +37,11 @@ pub mod discovery;
 mod error;
 mod info;
 mod keeper;
+mod keeper_watch;
 pub mod process;
 mod service;
 
-pub use counter::{PlatformRefCounter, RefCounter, SysvRefCounter};
+pub use counter::{PlatformRefCounter, RefCounter, SysvRefCounter, sweep_abandoned};
 pub use error::{Error, Result};
 pub use info::ServiceInfo;
 pub use service::{

@@ -5,7 +5,7 @@
 //! never signalled, and waiting for exit is a `poll` on the pidfd, not a sleep loop.
 //! A process counts as gone as soon as it has exited, even while it is still a zombie.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -146,6 +146,14 @@ impl Process {
         self.signal(Signal::KILL)?;
         self.wait_exit(Some(Duration::from_secs(5)));
         Ok(Stopped::Killed)
+    }
+}
+
+/// The pidfd, readable once the process has exited: for `poll` or `epoll` beside other
+/// descriptors.
+impl AsFd for Process {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
     }
 }
 

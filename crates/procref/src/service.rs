@@ -15,15 +15,21 @@
 //!   Other releases are one lock-free `semop`.
 //! - **keeper**: see [`crate::keeper`]. Without `on_last_release` (or with `linger`), the
 //!   keeper alone stops the service, after the count has stayed 0 for `linger` (default 0).
+//! - **adoption**: a keeper holds a `SEM_UNDO` keeper slot in the set, so its death, however
+//!   it dies, is visible. A live instance without a keeper gets a new one, under the lock
+//!   (so exactly one), from whichever client notices first: an `acquire` that finds it, a
+//!   release (before giving back its reference), or the thread with which every service
+//!   object that acquired watches the keeper ([`crate::keeper_watch`]).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::discovery::{self, Lookup, ProcessId, Record};
 use crate::keeper;
+use crate::keeper_watch::KeeperWatch;
 use crate::process::Process;
 use crate::{Error, RefCounter, Result, ServiceInfo, SysvRefCounter};
 
@@ -51,6 +57,8 @@ struct Inner {
     /// Serialises this process's own acquires and releases: the kernel lock is per process.
     local: Arc<tokio::sync::Mutex<()>>,
     settings: Settings,
+    /// This object's watch on the instance's keeper, started by the first acquire.
+    keeper_watch: Mutex<Option<KeeperWatch>>,
 }
 
 /// The callbacks and settings a builder collects and a service keeps.
@@ -70,7 +78,10 @@ impl SharedService {
         SharedServiceBuilder::new(name)
     }
 
-    /// Takes a reference to the service, starting (or recovering) it if needed.
+    /// Takes a reference to the service, starting (or recovering) it if needed, or giving
+    /// it a new keeper if its keeper was killed. The first acquire also starts one thread,
+    /// sleeping in `poll` until this object is dropped, that does the same as soon as the
+    /// keeper dies.
     pub async fn acquire(&self) -> Result<ServiceHandle> {
         let inner = &self.inner;
         let local = Arc::clone(&inner.local).lock_owned().await;
@@ -81,6 +92,7 @@ impl SharedService {
         let record = inner.ensure_running().await?;
         drop(locked);
         std::mem::forget(reference);
+        inner.watch_keeper();
         Ok(ServiceHandle {
             inner: Arc::clone(inner),
             info: record.info,
@@ -153,7 +165,7 @@ impl Inner {
                     None => true,
                 };
                 if healthy {
-                    Ok(record)
+                    self.adopt_if_orphaned(record)
                 } else {
                     self.recover(record).await
                 }
@@ -213,14 +225,7 @@ impl Inner {
             name: self.name.clone(),
             reason: format!("the returned pid {} is not a running process", info.pid()),
         })?;
-        let spec = keeper::Spec {
-            name: self.name.clone(),
-            discovery: self.discovery.clone(),
-            instance: discovery::new_instance_id()?,
-            service,
-            linger: self.settings.linger.unwrap_or(Duration::ZERO),
-            stop_timeout: self.settings.stop_timeout,
-        };
+        let spec = self.keeper_spec(discovery::new_instance_id()?, service);
         let keeper = match keeper::spawn(&spec) {
             Ok(k) => k,
             Err(e) => {
@@ -241,13 +246,117 @@ impl Inner {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             written_at: discovery::unix_now(),
         };
-        record.store(&self.discovery)?;
+        if let Err(e) = record.store(&self.discovery) {
+            // No client could find it: stop it rather than leave it to the keeper.
+            keeper::dismiss(&keeper);
+            if let Some(p) = Process::open_verified(service.pid, service.start_time) {
+                let _ = p.stop(self.settings.stop_timeout);
+            }
+            return Err(e);
+        }
         Ok(record)
+    }
+
+    fn keeper_spec(&self, instance: String, service: ProcessId) -> keeper::Spec {
+        keeper::Spec {
+            name: self.name.clone(),
+            discovery: self.discovery.clone(),
+            instance,
+            service,
+            linger: self.settings.linger.unwrap_or(Duration::ZERO),
+            stop_timeout: self.settings.stop_timeout,
+        }
+    }
+
+    /// Under the startup lock: if no keeper guards the live instance `record` (its keeper
+    /// was killed), starts one for it and records it in the discovery file.
+    fn adopt_if_orphaned(&self, record: Record) -> Result<Record> {
+        if self.counter.keepers()? > 0 {
+            return Ok(record);
+        }
+        tracing::warn!(service = %self.name, pid = record.service.pid, "the service's keeper is gone; starting a new one");
+        let keeper = keeper::spawn(&self.keeper_spec(record.instance.clone(), record.service))?;
+        let record = Record {
+            keeper: Some(keeper),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            written_at: discovery::unix_now(),
+            ..record
+        };
+        if let Err(e) = record.store(&self.discovery) {
+            // The new keeper recognises the instance by its id, which the file still holds.
+            tracing::warn!(service = %self.name, error = %e, "could not record the new keeper");
+        }
+        Ok(record)
+    }
+
+    /// Takes the startup lock (waiting up to `wait`; `None`: only if it is free now) and
+    /// adopts the live instance if it has no keeper.
+    fn adopt_orphan(&self, wait: Option<Duration>) -> Result<Adoption> {
+        // A counter object of its own: the lock belongs to an object, and this can run on
+        // another thread beside an acquire or release of this process.
+        let lock = SysvRefCounter::new(&self.name)?;
+        let got = match wait {
+            Some(timeout) => lock.lock_timeout(timeout)?,
+            None => lock.try_lock()?,
+        };
+        if !got {
+            return Ok(Adoption::LockBusy);
+        }
+        let outcome = match Record::lookup(&self.discovery, &self.name) {
+            Ok(Lookup::Live(record)) => self.adopt_if_orphaned(record).map(|_| Adoption::Guarded),
+            Ok(Lookup::Stale) => Ok(Adoption::NoInstance),
+            Err(e) => Err(e),
+        };
+        lock.unlock()?;
+        outcome
+    }
+
+    /// Before a reference is given back: a keeper-less instance gets its keeper now, while
+    /// this reference still holds the set and the service. Best effort: if the lock is
+    /// busy, its holder or a watching client adopts the instance.
+    fn adopt_before_release(&self) {
+        if matches!(self.counter.keepers(), Ok(0)) {
+            if let Err(e) = self.adopt_orphan(None) {
+                tracing::warn!(service = %self.name, error = %e, "could not start a new keeper");
+            }
+        }
+    }
+
+    /// Starts this object's keeper watch unless it is running.
+    fn watch_keeper(self: &Arc<Self>) {
+        let mut watch = self.keeper_watch.lock().unwrap_or_else(|p| p.into_inner());
+        if watch.as_ref().is_some_and(KeeperWatch::is_running) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        // Keeps trying while the lock is busy (its holder is alive: the kernel frees it
+        // otherwise), for as long as this service object exists.
+        let on_keeper_gone = move || loop {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            match inner.adopt_orphan(Some(inner.settings.startup_timeout)) {
+                Ok(Adoption::Guarded) => return true,
+                Ok(Adoption::NoInstance) => return false,
+                Ok(Adoption::LockBusy) => continue,
+                Err(e) => {
+                    tracing::warn!(service = %inner.name, error = %e, "could not start a new keeper");
+                    return false;
+                }
+            }
+        };
+        match KeeperWatch::start(self.discovery.clone(), on_keeper_gone) {
+            Ok(started) => *watch = Some(started),
+            Err(e) => {
+                tracing::warn!(service = %self.name, error = %e, "cannot watch the keeper");
+            }
+        }
     }
 
     /// Gives back one reference.
     async fn release(&self) -> Result<()> {
         let local = Arc::clone(&self.local).lock_owned().await;
+        self.adopt_before_release();
         if self.settings.on_last_release.is_none() || self.counter.release_unless_last()? {
             if self.settings.on_last_release.is_none() {
                 self.counter.release()?;
@@ -275,6 +384,16 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// What [`Inner::adopt_orphan`] found.
+enum Adoption {
+    /// A keeper guards the live instance (it had one, or now has a new one).
+    Guarded,
+    /// There is no live instance to guard.
+    NoInstance,
+    /// The startup lock stayed busy.
+    LockBusy,
 }
 
 /// Releases the reference if `acquire` fails or is cancelled half-way.
@@ -335,6 +454,7 @@ impl Drop for ServiceHandle {
         }
         let inner = &self.inner;
         if inner.settings.on_last_release.is_none() {
+            inner.adopt_before_release();
             let _ = inner.counter.release();
             return;
         }
@@ -471,6 +591,7 @@ impl SharedServiceBuilder {
                 discovery,
                 local: Arc::new(tokio::sync::Mutex::new(())),
                 settings: self.settings,
+                keeper_watch: Mutex::new(None),
             }),
         })
     }

@@ -1,14 +1,16 @@
 //! `SysvRefCounter` against the real kernel, with real child processes and SIGKILL:
 //! counting, NotHeld, the startup lock (try_lock / unlock / lock_timeout), wait_zero
 //! blocking in the kernel, crash safety of the count and the lock, name independence
-//! (anagrams, 300 names at once), name validation, and refusal of foreign sets (wrong
-//! mode, owner, fingerprint, size) without touching them.
+//! (anagrams, 300 names at once), name validation, refusal of foreign sets (wrong mode,
+//! owner, fingerprint, size) without touching them, and removal of the set when no one
+//! uses it any more: at the last release, after SIGKILLed holders by the next user, never
+//! under a watcher or a lock holder, and without losing a racing acquirer's reference.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, Proc, remove_counter, set_exists};
+use common::{Cleanup, Proc, remove_counter, set_exists, set_value};
 use procref::{Error, RefCounter, SysvRefCounter};
 
 const T: Duration = Duration::from_secs(10);
@@ -329,8 +331,9 @@ mod foreign {
 #[test]
 fn foreign_sets_are_refused_and_left_untouched() {
     let euid = rustix::process::geteuid().as_raw();
-    // (values: COUNT, LOCK, ALIVE, FP0..FP3) — a plausible set with a bogus fingerprint.
-    let plausible: [i16; 7] = [0, 1, 1, 11, 22, 33, 44];
+    // (values: COUNT, LOCK, ALIVE, FP0..FP3, WATCHERS, KEEPERS, MAGIC) — a plausible set
+    // with a bogus fingerprint and magic.
+    let plausible: [i16; 10] = [0, 1, 1, 11, 22, 33, 44, 0, 0, 55];
     struct Case {
         what: &'static str,
         nsems: i32,
@@ -341,21 +344,21 @@ fn foreign_sets_are_refused_and_left_untouched() {
     let cases = [
         Case {
             what: "mode 0666",
-            nsems: 7,
+            nsems: 10,
             mode: 0o666,
             owner: None,
             expect: "mode",
         },
         Case {
             what: "owned by 65534",
-            nsems: 7,
+            nsems: 10,
             mode: 0o600,
             owner: Some(65534),
             expect: "owned by uid 65534",
         },
         Case {
             what: "wrong fingerprint",
-            nsems: 7,
+            nsems: 10,
             mode: 0o600,
             owner: None,
             expect: "fingerprint",
@@ -368,11 +371,18 @@ fn foreign_sets_are_refused_and_left_untouched() {
             expect: "fewer than",
         },
         Case {
-            what: "9 semaphores",
-            nsems: 9,
+            what: "7 semaphores (an older procref's set)",
+            nsems: 7,
             mode: 0o600,
             owner: None,
-            expect: "9 semaphores",
+            expect: "fewer than",
+        },
+        Case {
+            what: "12 semaphores",
+            nsems: 12,
+            mode: 0o600,
+            owner: None,
+            expect: "12 semaphores",
         },
     ];
     if euid != 0 {
@@ -382,7 +392,7 @@ fn foreign_sets_are_refused_and_left_untouched() {
         let mut cl = Cleanup::default();
         let name = cl.name("foreign");
         let c = SysvRefCounter::new(&name).unwrap();
-        let values = &plausible[..(case.nsems as usize).min(7)];
+        let values = &plausible[..(case.nsems as usize).min(plausible.len())];
         let id = foreign::create(c.key(), case.nsems, case.mode, values, case.owner);
         struct Rm(i32);
         impl Drop for Rm {
@@ -422,4 +432,139 @@ fn foreign_sets_are_refused_and_left_untouched() {
         assert!(c.try_remove().is_err(), "{}", case.what);
         assert_eq!(foreign::snapshot(id), before, "{}", case.what);
     }
+}
+
+#[test]
+fn the_last_release_removes_the_set() {
+    let mut cl = Cleanup::default();
+    let name = cl.name("last");
+    let c = SysvRefCounter::new(&name).unwrap();
+    assert_eq!(c.acquire().unwrap(), 1);
+    assert!(set_exists(&name));
+    assert_eq!(c.release().unwrap(), 0);
+    assert!(!set_exists(&name), "set left after the last release");
+
+    // Two holders in two processes: the first release keeps it, the last removes it.
+    let other = holder("hold", &name);
+    assert_eq!(c.acquire().unwrap(), 2);
+    assert_eq!(c.release().unwrap(), 1);
+    assert!(set_exists(&name));
+    drop(other); // SIGKILL: the kernel gives the reference back, the set stays
+    assert_eq!(c.count().unwrap(), 0);
+    assert!(set_exists(&name), "nobody released, so nobody removed it");
+    // The next user of the name removes it when done.
+    let next = SysvRefCounter::new(&name).unwrap();
+    assert_eq!(next.acquire().unwrap(), 1);
+    assert_eq!(next.release().unwrap(), 0);
+    assert!(
+        !set_exists(&name),
+        "the next user left the abandoned set behind"
+    );
+
+    // The lock alone is a use, too: unlocking removes a set nobody else uses.
+    assert!(c.try_lock().unwrap());
+    assert!(set_exists(&name));
+    c.unlock().unwrap();
+    assert!(!set_exists(&name), "set left after unlock");
+
+    // Holding the lock while releasing defers the removal to the unlock.
+    assert!(c.try_lock().unwrap());
+    c.acquire().unwrap();
+    assert_eq!(c.release().unwrap(), 0);
+    assert!(set_exists(&name), "removed while its lock was held");
+    c.unlock().unwrap();
+    assert!(!set_exists(&name));
+
+    // Dropping a counter gives everything back and removes the set.
+    let dropped = SysvRefCounter::new(&name).unwrap();
+    dropped.acquire().unwrap();
+    dropped.acquire().unwrap();
+    assert!(dropped.try_lock().unwrap());
+    drop(dropped);
+    assert!(!set_exists(&name), "set left after dropping its only user");
+}
+
+#[test]
+fn watchers_and_lock_holders_keep_the_set() {
+    let mut cl = Cleanup::default();
+    let name = cl.name("watch");
+    let c = SysvRefCounter::new(&name).unwrap();
+    let w = SysvRefCounter::new(&name).unwrap();
+    w.watch().unwrap();
+    assert!(w.is_watching());
+    assert!(set_exists(&name), "watch creates the set");
+    assert_eq!(c.acquire().unwrap(), 1);
+    assert_eq!(c.release().unwrap(), 0);
+    assert!(set_exists(&name), "removed under a watcher");
+
+    // A waiter that is present sleeps on the same set across releases.
+    let waiter = std::thread::spawn(move || {
+        let got = w.wait_nonzero(Some(Duration::from_secs(20))).unwrap();
+        (got, w)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    c.acquire().unwrap();
+    let (got, w) = waiter.join().unwrap();
+    assert!(got, "the watcher was not woken by the acquire");
+    c.release().unwrap();
+    assert!(set_exists(&name));
+    assert!(!c.try_remove().unwrap(), "try_remove removed a watched set");
+    w.unwatch().unwrap();
+    assert!(!set_exists(&name), "unwatch of the last user left the set");
+
+    // A watcher in another process, then SIGKILLed: its presence goes with it.
+    let mut watcher = holder("watch", &name);
+    c.acquire().unwrap();
+    assert_eq!(c.release().unwrap(), 0);
+    assert!(set_exists(&name), "removed under another process's watcher");
+    watcher.kill();
+    assert!(set_exists(&name), "nobody removed it yet");
+    c.acquire().unwrap();
+    assert_eq!(c.release().unwrap(), 0);
+    assert!(
+        !set_exists(&name),
+        "the watcher died; the last release should remove the set"
+    );
+
+    // A lock holder in another process keeps it, too.
+    let mut locker = holder("lock", &name);
+    c.acquire().unwrap();
+    assert_eq!(c.release().unwrap(), 0);
+    assert!(set_exists(&name), "removed under a lock holder");
+    locker.kill();
+    assert!(c.try_remove().unwrap());
+    assert!(!set_exists(&name));
+}
+
+#[test]
+fn racing_acquirers_never_lose_a_reference_to_a_removal() {
+    let mut cl = Cleanup::default();
+    let name = cl.name("churn");
+    let rounds = 400;
+    let mut children: Vec<Proc> = (0..2)
+        .map(|_| {
+            Proc::spawn(
+                "churn",
+                &[("PT_NAME", name.clone()), ("PT_ROUNDS", rounds.to_string())],
+            )
+        })
+        .collect();
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let name = name.clone();
+            std::thread::spawn(move || common::churn(&name, rounds))
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a churning thread failed");
+    }
+    for c in &mut children {
+        c.expect("done", Duration::from_secs(60));
+        assert!(c.wait_success(T), "a churning process failed");
+    }
+    assert!(
+        !set_exists(&name),
+        "set left after every user released: {:?}",
+        set_value(&name, 0)
+    );
 }

@@ -3,7 +3,9 @@
 //! inside `on_first_acquire` and inside `on_last_release`; graceful last release; linger
 //! (release and SIGKILL, re-acquire inside the window, linger + on_last_release); health
 //! check with and without `on_recover` under 5 concurrent clients; untrustworthy
-//! discovery files (garbage, truncated, dead pid, reused pid, symlink); startup_timeout.
+//! discovery files (garbage, truncated, dead pid, reused pid, symlink); startup_timeout;
+//! SIGKILL of the keeper (with a client holding a handle that is then dropped or
+//! SIGKILLed, with five clients, and with no client at all).
 //! Every test checks that nothing is left: service, keeper, discovery file, semaphore set.
 
 mod common;
@@ -12,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    Barrier, Cleanup, Proc, Svc, alive, assert_clean, assert_exits, keeper_pid, lines_of, rt,
+    Barrier, Cleanup, Proc, Svc, alive, assert_clean, assert_exits, keeper_pid, keepers_of,
+    lines_of, rt, sigkill, wait_until,
 };
 use procref::discovery::{ProcessId, RECORD_FORMAT, Record, write_atomic};
 use procref::{Error, RefCounter, ServiceInfo, SysvRefCounter};
@@ -779,5 +782,166 @@ fn cancelled_acquire_leaves_no_reference_and_no_lock() {
     assert_exits(keeper, STOP, "keeper");
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(s);
+    assert_clean(&name, d.base.path());
+}
+
+/// SIGKILLs the keeper recorded for `name` and waits until it is gone.
+fn kill_keeper(keeper: u32) {
+    sigkill(keeper);
+    assert_exits(keeper, T, "SIGKILLed keeper");
+}
+
+/// Waits until the discovery file names a live keeper other than `old`; returns it.
+fn replacement_keeper(cl: &mut Cleanup, dir: &Path, name: &str, old: u32) -> u32 {
+    let mut found = None;
+    let adopted = wait_until(T, || {
+        found = keeper_pid(dir, name).filter(|&k| k != old && alive(k));
+        found.is_some()
+    });
+    assert!(
+        adopted,
+        "no new keeper recorded after keeper {old} was killed"
+    );
+    let keeper = found.unwrap();
+    cl.pid(keeper);
+    keeper
+}
+
+/// Asserts that no keeper process of `name` is left.
+fn assert_no_keeper(name: &str) {
+    assert!(
+        wait_until(STOP, || keepers_of(name).is_empty()),
+        "keepers of {name} still running: {:?}",
+        keepers_of(name)
+    );
+}
+
+#[test]
+fn sigkilled_keeper_then_dropped_handle_still_stops_the_service() {
+    let d = Dirs::new();
+    let mut cl = Cleanup::default();
+    cl.dirs.push(d.work.path().to_owned());
+    let name = cl.name("keeper-drop");
+    let rt = rt();
+    let service = d.svc(&name).build().unwrap();
+    let h = rt.block_on(service.acquire()).unwrap();
+    let (pid, keeper) = running(&mut cl, d.base.path(), &name);
+    kill_keeper(keeper);
+    assert!(alive(pid));
+    // Drop at once: this process may or may not have adopted the instance yet.
+    drop(h);
+    drop(service);
+    assert_exits(
+        pid,
+        STOP,
+        "service after its keeper and its last handle were gone",
+    );
+    assert_no_keeper(&name);
+    assert_clean(&name, d.base.path());
+    assert_eq!(lines_of(&d.file("starts")).len(), 1);
+}
+
+#[test]
+fn sigkilled_keeper_then_sigkilled_client_still_stops_the_service() {
+    let d = Dirs::new();
+    let mut cl = Cleanup::default();
+    cl.dirs.push(d.work.path().to_owned());
+    let name = cl.name("keeper-kill");
+    let svc = d.svc(&name);
+    let mut a = client(&svc, &[]);
+    let service = a.acquired_pid(T);
+    let (_, keeper) = running(&mut cl, d.base.path(), &name);
+    kill_keeper(keeper);
+    // The client holding the handle notices (kernel event) and starts a new keeper.
+    let adopted = replacement_keeper(&mut cl, d.base.path(), &name, keeper);
+    assert_eq!(keepers_of(&name), vec![adopted]);
+    assert!(alive(service));
+    a.kill();
+    assert_exits(
+        service,
+        STOP,
+        "service after its keeper, then its client, were SIGKILLed",
+    );
+    assert_exits(adopted, STOP, "adopted keeper");
+    assert_clean(&name, d.base.path());
+    assert_eq!(
+        lines_of(&d.file("starts")).len(),
+        1,
+        "the service was restarted"
+    );
+}
+
+#[test]
+fn five_clients_adopt_exactly_one_keeper() {
+    let d = Dirs::new();
+    let mut cl = Cleanup::default();
+    cl.dirs.push(d.work.path().to_owned());
+    let name = cl.name("keeper-five");
+    let svc = d.svc(&name);
+    let mut clients: Vec<Proc> = (0..5).map(|_| client(&svc, &[])).collect();
+    let pids: Vec<u32> = clients.iter().map(|c| c.acquired_pid(T)).collect();
+    let (service, keeper) = running(&mut cl, d.base.path(), &name);
+    assert!(pids.iter().all(|&p| p == service), "{pids:?}");
+    for round in 0..2 {
+        let old = keeper_pid(d.base.path(), &name).unwrap();
+        kill_keeper(old);
+        let adopted = replacement_keeper(&mut cl, d.base.path(), &name, old);
+        // Every client woke; let the slower ones finish looking before counting.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            keepers_of(&name),
+            vec![adopted],
+            "round {round}: the five clients did not agree on one new keeper"
+        );
+    }
+    assert_ne!(keeper_pid(d.base.path(), &name), Some(keeper));
+    let last = keeper_pid(d.base.path(), &name).unwrap();
+    for c in &mut clients[1..] {
+        c.kill();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(alive(service), "stopped while a client still holds it");
+    clients[0].kill();
+    assert_exits(service, STOP, "service after every client was SIGKILLed");
+    assert_exits(last, STOP, "keeper");
+    assert_no_keeper(&name);
+    assert_clean(&name, d.base.path());
+}
+
+#[test]
+fn keeper_killed_with_no_client_is_adopted_by_the_next_client() {
+    let d = Dirs::new();
+    let mut cl = Cleanup::default();
+    cl.dirs.push(d.work.path().to_owned());
+    let name = cl.name("keeper-idle");
+    let mut lingering = d.svc(&name);
+    lingering.linger = Some(Duration::from_secs(60));
+    let mut a = client(&lingering, &[]);
+    let service = a.acquired_pid(T);
+    let (_, keeper) = running(&mut cl, d.base.path(), &name);
+    a.kill();
+    // The count is 0 and the keeper waits out the linger; kill it there.
+    kill_keeper(keeper);
+    assert!(
+        alive(service),
+        "no one is left to stop it until a client comes"
+    );
+    let mut b_svc = d.svc(&name);
+    b_svc.linger = Some(Duration::ZERO);
+    let mut b = client(&b_svc, &[]);
+    assert_eq!(
+        b.acquired_pid(T),
+        service,
+        "B did not reuse the running service"
+    );
+    let adopted = replacement_keeper(&mut cl, d.base.path(), &name, keeper);
+    assert_eq!(lines_of(&d.file("starts")).len(), 1);
+    b.kill();
+    assert_exits(
+        service,
+        STOP,
+        "service after the adopting client was SIGKILLed",
+    );
+    assert_exits(adopted, STOP, "adopted keeper");
     assert_clean(&name, d.base.path());
 }

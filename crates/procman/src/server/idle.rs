@@ -49,10 +49,13 @@ pub struct IdleWatch {
 }
 
 impl IdleWatch {
-    /// Opens the count for `paths`.
+    /// Opens the count for `paths` and stays present on it, so that the last client's
+    /// release does not remove the semaphore set the server waits on.
     pub fn new(paths: &RuntimePaths) -> Result<IdleWatch> {
+        let counter = SysvRefCounter::new(&paths.service_name())?;
+        counter.watch()?;
         Ok(IdleWatch {
-            counter: Arc::new(SysvRefCounter::new(&paths.service_name())?),
+            counter: Arc::new(counter),
         })
     }
 

@@ -4,7 +4,9 @@
 //! "ba" collide. Here the key and a 60-bit fingerprint both come from SHA-256 over
 //! (format version, user id, name). The key only finds the set; the fingerprint, stored
 //! in the set itself, proves the set belongs to this name, so a key collision can never
-//! make two names share a count.
+//! make two names share a count. A third value, the key's magic, depends only on (user id,
+//! key): it lets [`sweep_abandoned`](crate::sweep_abandoned), which sees keys but not
+//! names, recognise procref's sets.
 
 use sha2::{Digest, Sha256};
 
@@ -20,6 +22,8 @@ pub(crate) struct SetIdentity {
     pub(crate) key: i32,
     /// Four 15-bit values, each in `1..=32767`, stored in the set's fingerprint semaphores.
     pub(crate) fingerprint: [u16; 4],
+    /// [`magic`] of the key, stored in the set's magic semaphore.
+    pub(crate) magic: u16,
 }
 
 /// Checks that `name` can name a service: 1 to 100 bytes of `[A-Za-z0-9._-]`, not
@@ -69,7 +73,22 @@ pub(crate) fn identity(uid: u32, name: &str) -> SetIdentity {
         let raw = u16::from_le_bytes([digest[4 + 2 * i], digest[5 + 2 * i]]);
         *slot = (raw % 32767) + 1;
     }
-    SetIdentity { key, fingerprint }
+    SetIdentity {
+        key,
+        fingerprint,
+        magic: magic(uid, key),
+    }
+}
+
+/// A value in `1..=32767` that a procref set under `key` made by user `uid` holds in its
+/// magic semaphore. It marks the set as procref's for someone who knows only the key.
+pub(crate) fn magic(uid: u32, key: i32) -> u16 {
+    let digest = Sha256::new()
+        .chain_update(b"procref/semset/v1/magic\0")
+        .chain_update(uid.to_le_bytes())
+        .chain_update(key.to_le_bytes())
+        .finalize();
+    (u16::from_le_bytes([digest[0], digest[1]]) % 32767) + 1
 }
 
 #[cfg(test)]
@@ -94,6 +113,9 @@ mod tests {
         assert_eq!(identity(0, "my-database"), identity(0, "my-database"));
         let id = identity(0, "my-database");
         assert!(id.fingerprint.iter().all(|&v| (1..=32767).contains(&v)));
+        assert!((1..=32767).contains(&id.magic));
+        assert_eq!(id.magic, magic(0, id.key));
+        assert_ne!(magic(0, id.key), magic(0, id.key.wrapping_add(1)));
     }
 
     #[test]

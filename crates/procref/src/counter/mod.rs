@@ -1,13 +1,15 @@
-//! Kernel-backed reference counting: the [`RefCounter`] trait and its System V
-//! implementation.
+//! Kernel-backed reference counting: the [`RefCounter`] trait, its System V
+//! implementation, and the sweep of abandoned sets.
 
 mod key;
+mod sweep;
 mod sys;
 mod sysv;
 
 use std::time::Duration;
 
 pub use key::{MAX_NAME_LEN, validate_name};
+pub use sweep::sweep_abandoned;
 pub use sysv::SysvRefCounter;
 
 use crate::Result;
@@ -21,14 +23,16 @@ pub trait RefCounter: Send + Sync {
     /// The kernel removes the reference if the process dies (`SEM_UNDO`).
     fn acquire(&self) -> Result<u32>;
     /// Gives back one reference taken with [`acquire`](Self::acquire); returns the count
-    /// after the decrement.
+    /// after the decrement. Giving back the last reference of a name that no one else
+    /// uses (nobody present, lock free) also removes the kernel object behind it.
     fn release(&self) -> Result<u32>;
     /// The current count (a snapshot: other processes may change it at any time).
     fn count(&self) -> Result<u32>;
     /// Takes the startup lock if it is free, without blocking. The kernel frees it if
     /// the holder dies. Re-entrant for the same counter object.
     fn try_lock(&self) -> Result<bool>;
-    /// Frees the startup lock (no-op if this object does not hold it).
+    /// Frees the startup lock (no-op if this object does not hold it). If this object
+    /// holds nothing else and no one else uses the name, the kernel object goes too.
     fn unlock(&self) -> Result<()>;
     /// Takes the startup lock, waiting in the kernel up to `timeout`; false on timeout.
     fn lock_timeout(&self, timeout: Duration) -> Result<bool>;

@@ -30,6 +30,7 @@ pub(crate) const NOWAIT: i16 = libc::IPC_NOWAIT as i16;
 
 /// The parts of `semid_ds` the counter checks.
 pub(crate) struct SetStat {
+    pub(crate) key: i32,
     pub(crate) uid: u32,
     pub(crate) cuid: u32,
     pub(crate) mode: u32,
@@ -61,18 +62,21 @@ pub(crate) fn get(key: i32, nsems: i32, flags: i32) -> Result<i32, Errno> {
     if id < 0 { Err(errno()) } else { Ok(id) }
 }
 
-/// Applies `ops` atomically; blocks (unless an op has `NOWAIT`) up to `timeout`
-/// (`None`: indefinitely). A timeout is reported as `EAGAIN`; `EINTR` is retried with
-/// the remaining time.
+/// Most operations in one atomic group.
+pub(crate) const MAX_OPS: usize = 8;
+
+/// Applies `ops` (at most [`MAX_OPS`]) atomically; blocks (unless an op has `NOWAIT`) up
+/// to `timeout` (`None`: indefinitely). A timeout is reported as `EAGAIN`; `EINTR` is
+/// retried with the remaining time.
 pub(crate) fn op(id: i32, ops: &[Op], timeout: Option<Duration>) -> Result<(), Errno> {
-    // Groups are small constants (at most 7 ops): keep them on the stack, off the heap.
-    const MAX_OPS: usize = 8;
+    // Groups are small and built by this crate: keep them on the stack, off the heap.
+    assert!(ops.len() <= MAX_OPS, "semop group of {} ops", ops.len());
     let mut bufs = [libc::sembuf {
         sem_num: 0,
         sem_op: 0,
         sem_flg: 0,
     }; MAX_OPS];
-    let n = ops.len().min(MAX_OPS);
+    let n = ops.len();
     for (buf, o) in bufs.iter_mut().zip(ops) {
         *buf = libc::sembuf {
             sem_num: o.sem,
@@ -123,6 +127,7 @@ pub(crate) fn stat(id: i32) -> Result<SetStat, Errno> {
         return Err(errno());
     }
     Ok(SetStat {
+        key: ds.sem_perm.__key,
         uid: ds.sem_perm.uid,
         cuid: ds.sem_perm.cuid,
         mode: u32::from(ds.sem_perm.mode),

@@ -61,6 +61,28 @@ pub fn force_remove_set(name: &str) {
     }
 }
 
+/// Live keeper processes of `name` (their argv[0] is `procref-keeper: NAME`).
+pub fn keepers_of(name: &str) -> Vec<u32> {
+    keepers_of_any(&[name.to_owned()])
+}
+
+/// Live keeper processes of any of `names`, in one scan of /proc.
+pub fn keepers_of_any(names: &[String]) -> Vec<u32> {
+    let wanted: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| format!("procref-keeper: {n}\0").into_bytes())
+        .collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| wanted.contains(&c))
+        })
+        .filter(|&pid| alive(pid))
+        .collect()
+}
+
 /// SIGKILLs a pid (test-owned processes only).
 pub fn sigkill(pid: u32) {
     if pid > 1 {
@@ -120,6 +142,9 @@ impl Drop for Cleanup {
                 }
             }
         }
+        // Keepers started by adoption are in no file the test read: find them by name.
+        let keepers = keepers_of_any(&self.names);
+        self.pids.extend(keepers);
         for &p in &self.pids {
             if alive(p) {
                 sigkill(p);
@@ -466,6 +491,9 @@ impl Svc {
 /// The body of every test binary's `child_entry`. Roles:
 /// - `hold`: acquire a reference on counter `PT_NAME`, print `ready`, sleep.
 /// - `lock`: take the startup lock of counter `PT_NAME`, print `ready`, sleep.
+/// - `watch`: declare presence on counter `PT_NAME` (`watch`), print `ready`, sleep.
+/// - `churn`: `PT_ROUNDS` times acquire and release counter `PT_NAME`, checking that the
+///   set holds the reference meanwhile; print `done`.
 /// - `svc`: optionally wait on barrier FIFO `PT_BARRIER`, acquire the service described
 ///   by the `PT_*` variables, print `acquired <service pid>`; then with `PT_HOLD_MS`
 ///   hold that long, release gracefully and print `released`; else hold forever.
@@ -485,6 +513,18 @@ pub fn child_main() {
             assert!(c.try_lock().unwrap());
             println!("ready");
             hang();
+        }
+        "watch" => {
+            let c = SysvRefCounter::new(&std::env::var("PT_NAME").unwrap()).unwrap();
+            c.watch().unwrap();
+            println!("ready");
+            hang();
+        }
+        "churn" => {
+            let name = std::env::var("PT_NAME").unwrap();
+            let rounds = std::env::var("PT_ROUNDS").unwrap().parse().unwrap();
+            churn(&name, rounds);
+            println!("done");
         }
         "svc" => {
             let svc = Svc::from_env();
@@ -519,6 +559,36 @@ pub fn child_main() {
     }
 }
 
+/// `rounds` acquire/release pairs on a fresh counter object for `name`; while the
+/// reference is held, the set under the name's key must exist and count it.
+pub fn churn(name: &str, rounds: usize) {
+    let c = SysvRefCounter::new(name).unwrap();
+    for _ in 0..rounds {
+        assert!(c.acquire().unwrap() >= 1);
+        let count = set_value(name, 0);
+        assert!(
+            count.is_some_and(|v| v >= 1),
+            "{name}: a reference is held but the set under the key counts {count:?}"
+        );
+        c.release().unwrap();
+    }
+    assert_eq!(c.held(), 0);
+}
+
+/// Semaphore `sem` of the set under `name`'s key, if there is a set.
+pub fn set_value(name: &str, sem: i32) -> Option<i32> {
+    let key = SysvRefCounter::new(name).expect("valid name").key();
+    // SAFETY: semget/semctl(GETVAL) take plain integers.
+    unsafe {
+        let id = libc::semget(key, 0, 0);
+        if id < 0 {
+            return None;
+        }
+        let v = libc::semctl(id, sem, libc::GETVAL);
+        (v >= 0).then_some(v)
+    }
+}
+
 fn hang() -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(600));
@@ -533,7 +603,7 @@ pub fn rt() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// `count()` is 0 and the set can be removed (for counter-only tests).
+/// `count()` is 0 and the set is gone, or can be removed (for counter-only tests).
 pub fn remove_counter(name: &str) {
     let c = SysvRefCounter::new(name).unwrap();
     assert_eq!(c.count().unwrap(), 0, "{name}: references left");
