@@ -167,10 +167,18 @@ fn kubernetes_validate(dir: &Path) -> Vec<(String, Value)> {
             .iter_errors(&object)
             .map(|e| format!("{e} at {}", e.instance_path()))
             .collect();
-        assert!(errors.is_empty(), "{}:\n{}\n{text}", file.display(), errors.join("\n"));
+        assert!(
+            errors.is_empty(),
+            "{}:\n{}\n{text}",
+            file.display(),
+            errors.join("\n")
+        );
         let name = object["metadata"]["name"].as_str().unwrap();
         assert!(is_dns_label(name), "{}: name {name:?}", file.display());
-        objects.push((file.file_name().unwrap().to_string_lossy().into_owned(), object));
+        objects.push((
+            file.file_name().unwrap().to_string_lossy().into_owned(),
+            object,
+        ));
     }
     objects
 }
@@ -201,7 +209,12 @@ fn object<'a>(objects: &'a [(String, Value)], file: &str) -> &'a Value {
     &objects
         .iter()
         .find(|(name, _)| name == file)
-        .unwrap_or_else(|| panic!("no {file} among {:?}", objects.iter().map(|o| &o.0).collect::<Vec<_>>()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no {file} among {:?}",
+                objects.iter().map(|o| &o.0).collect::<Vec<_>>()
+            )
+        })
         .1
 }
 
@@ -216,7 +229,12 @@ fn repository_configs_export_to_every_format_and_the_engines_accept_them() {
         let (code, _, stderr) = export(&sandbox, "compose", "compose", &image);
         assert_eq!(code, 0, "{name}: {stderr}");
         let config = compose_config(&sandbox.file("compose"));
-        assert!(config["services"].as_object().is_some_and(|s| !s.is_empty()), "{name}");
+        assert!(
+            config["services"]
+                .as_object()
+                .is_some_and(|s| !s.is_empty()),
+            "{name}"
+        );
 
         let (code, _, stderr) = export(&sandbox, "kubernetes", "kubernetes", &image);
         assert_eq!(code, 0, "{name}: {stderr}");
@@ -292,9 +310,15 @@ fn systemd_units_keep_kinds_dependencies_and_restart_policy() {
     // Verified by the local systemd without the 254 keys in the next test.
 
     let setup = unit(&dir, "shop-setup.service");
-    assert!(setup.contains("Type=oneshot\nRemainAfterExit=yes\n"), "{setup}");
+    assert!(
+        setup.contains("Type=oneshot\nRemainAfterExit=yes\n"),
+        "{setup}"
+    );
     // `$` and `%` escaped, newlines as \n inside one quoted word.
-    assert!(setup.contains(r#"echo \"100%% of $$HOME\" > \"$$PROCMAN_OUTPUT\"\n"#), "{setup}");
+    assert!(
+        setup.contains(r#"echo \"100%% of $$HOME\" > \"$$PROCMAN_OUTPUT\"\n"#),
+        "{setup}"
+    );
 
     let web = unit(&dir, "shop-web.service");
     for line in [
@@ -318,20 +342,35 @@ fn systemd_units_keep_kinds_dependencies_and_restart_policy() {
         "ExecStartPre={procman} wait --url http://127.0.0.1:8765/health --code 200 --timeout 20s --poll-interval 1s"
     );
     assert!(client.contains(&url_wait), "{client}");
-    let data = std::fs::canonicalize(sandbox.path()).unwrap().join("data/ready");
+    let data = std::fs::canonicalize(sandbox.path())
+        .unwrap()
+        .join("data/ready");
     assert!(
-        client.contains(&format!("wait --path {} --timeout 60s --poll-interval 500ms", data.display())),
+        client.contains(&format!(
+            "wait --path {} --timeout 60s --poll-interval 500ms",
+            data.display()
+        )),
         "relative paths resolve against the config's directory:\n{client}"
     );
 
     // replicas: one template unit, its instances wanted by the target.
     let worker = unit(&dir, "shop-worker@.service");
-    assert!(worker.contains("Environment=PROCMAN_REPLICA=%i"), "{worker}");
+    assert!(
+        worker.contains("Environment=PROCMAN_REPLICA=%i"),
+        "{worker}"
+    );
     let target = unit(&dir, "shop.target");
-    for wanted in ["shop-worker@0.service", "shop-worker@2.service", "shop-client.service"] {
+    for wanted in [
+        "shop-worker@0.service",
+        "shop-worker@2.service",
+        "shop-client.service",
+    ] {
         assert!(target.contains(&format!("Wants={wanted}")), "{target}");
     }
-    assert!(!target.contains("recovery"), "autostart: false is not wanted:\n{target}");
+    assert!(
+        !target.contains("recovery"),
+        "autostart: false is not wanted:\n{target}"
+    );
     assert!(dir.join("shop-recovery.service").exists());
 }
 
@@ -364,7 +403,11 @@ fn hostile_names_become_valid_unit_service_and_object_names() {
     assert_eq!(code, 0, "{stderr}");
     let dir = sandbox.file("units");
     systemd_verify(&dir);
-    assert!(dir.join(r"my\x20app-web\x20server.service").exists(), "{}", dump(&dir));
+    assert!(
+        dir.join(r"my\x20app-web\x20server.service").exists(),
+        "{}",
+        dump(&dir)
+    );
     assert!(dir.join(r"my\x20app-\x40tpl.service").exists());
     let ab = unit(&dir, "my\\x20app-a-b.service");
     assert!(ab.contains("Requires=my\\x20app-x\\x20y.service"), "{ab}");
@@ -377,7 +420,11 @@ fn hostile_names_become_valid_unit_service_and_object_names() {
 
     let (code, _, stderr) = export(&sandbox, "kubernetes", "k8s", &image);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(kubernetes_validate(&sandbox.file("k8s")).len(), 6 + 3, "6 workloads + wait account");
+    assert_eq!(
+        kubernetes_validate(&sandbox.file("k8s")).len(),
+        6 + 3,
+        "6 workloads + wait account"
+    );
 }
 
 #[test]
@@ -406,24 +453,47 @@ fn compose_keeps_scripts_dependencies_and_health_checks() {
     assert_eq!(services["worker-1"]["environment"]["PROCMAN_REPLICA"], "1");
 
     let depends = &services["client"]["depends_on"];
-    assert_eq!(depends["setup"]["condition"], "service_completed_successfully");
+    assert_eq!(
+        depends["setup"]["condition"],
+        "service_completed_successfully"
+    );
     assert_eq!(depends["web"]["condition"], "service_healthy");
     let health = services["web"]["healthcheck"]["test"].as_array().unwrap();
     assert_eq!(
         health,
-        &["CMD", "procman", "wait", "--url", "http://127.0.0.1:8765/health", "--code", "200", "--no-retry"]
+        &[
+            "CMD",
+            "procman",
+            "wait",
+            "--url",
+            "http://127.0.0.1:8765/health",
+            "--code",
+            "200",
+            "--no-retry"
+        ]
     );
     // The path condition has no Compose form: procman wait runs before the script.
     let client = services["client"]["command"].as_array().unwrap();
-    assert_eq!(client[..4], ["procman", "wait", "--path", "/app/data/ready"]);
+    assert_eq!(
+        client[..4],
+        ["procman", "wait", "--path", "/app/data/ready"]
+    );
     assert!(client.contains(&Value::from("--")));
-    assert_eq!(services["recovery"]["profiles"], serde_json::json!(["manual"]));
+    assert_eq!(
+        services["recovery"]["profiles"],
+        serde_json::json!(["manual"])
+    );
 }
 
 #[test]
 fn kubernetes_objects_keep_workloads_probes_and_waits() {
     let sandbox = stack();
-    let (code, _, stderr) = export(&sandbox, "k8s", "k8s", &["--image", "app:1", "--app", "shop"]);
+    let (code, _, stderr) = export(
+        &sandbox,
+        "k8s",
+        "k8s",
+        &["--image", "app:1", "--app", "shop"],
+    );
     assert_eq!(code, 0, "{stderr}");
     let objects = kubernetes_validate(&sandbox.file("k8s"));
 
@@ -431,27 +501,43 @@ fn kubernetes_objects_keep_workloads_probes_and_waits() {
     let container = &web["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/health");
     assert_eq!(container["readinessProbe"]["httpGet"]["port"], 8765);
-    assert_eq!(web["spec"]["template"]["spec"]["terminationGracePeriodSeconds"], 2);
+    assert_eq!(
+        web["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+        2
+    );
     let service = object(&objects, "web.service.yaml");
     assert_eq!(service["spec"]["ports"][0]["port"], 8765);
 
     let client = object(&objects, "client.job.yaml");
-    let init = client["spec"]["template"]["spec"]["initContainers"].as_array().unwrap();
+    let init = client["spec"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .unwrap();
     assert_eq!(init[0]["command"][0], "kubectl");
     assert_eq!(init[0]["command"][4], "job/setup");
     assert_eq!(init[1]["command"][3], "http://web:8765/health");
-    assert_eq!(client["spec"]["template"]["spec"]["serviceAccountName"], "shop-procman-wait");
+    assert_eq!(
+        client["spec"]["template"]["spec"]["serviceAccountName"],
+        "shop-procman-wait"
+    );
     object(&objects, "shop-procman-wait.role.yaml");
 
     let worker = object(&objects, "worker.deployment.yaml");
     assert_eq!(worker["spec"]["replicas"], 3);
-    assert_eq!(object(&objects, "recovery.job.yaml")["spec"]["suspend"], true);
+    assert_eq!(
+        object(&objects, "recovery.job.yaml")["spec"]["suspend"],
+        true
+    );
 
     // Kubernetes reads `$$` as `$`; the script's own `$$` must survive.
     let setup = object(&objects, "setup.job.yaml");
-    let script = setup["spec"]["template"]["spec"]["containers"][0]["command"][6].as_str().unwrap();
+    let script = setup["spec"]["template"]["spec"]["containers"][0]["command"][6]
+        .as_str()
+        .unwrap();
     assert!(script.contains("%i %% $$$$ ;"), "{script}");
-    assert!(stderr.contains("client: depends[1]: in Kubernetes `web` is reached through the Service"), "{stderr}");
+    assert!(
+        stderr.contains("client: depends[1]: in Kubernetes `web` is reached through the Service"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -475,7 +561,11 @@ api:
 "#;
     let sandbox = Sandbox::new(config);
     for format in ["systemd", "compose", "kubernetes"] {
-        let image: &[&str] = if format == "systemd" { &[] } else { &["--image", "app:1"] };
+        let image: &[&str] = if format == "systemd" {
+            &[]
+        } else {
+            &["--image", "app:1"]
+        };
         let (code, _, stderr) = export(&sandbox, format, format, image);
         assert_eq!(code, 0, "{stderr}");
         for expected in [
@@ -483,9 +573,17 @@ api:
             "warning: api: depends[1]: output_matches on `setup`",
             "warning: api: watch[0] (health):",
         ] {
-            assert!(stderr.contains(expected), "{format}: {expected} missing:\n{stderr}");
+            assert!(
+                stderr.contains(expected),
+                "{format}: {expected} missing:\n{stderr}"
+            );
         }
-        assert!(stderr.lines().all(|l| l.starts_with("procman: warning: api: ")), "{stderr}");
+        assert!(
+            stderr
+                .lines()
+                .all(|l| l.starts_with("procman: warning: api: ")),
+            "{stderr}"
+        );
 
         let out = format!("{format}-strict");
         let strict = [&["--strict"][..], image].concat();
@@ -509,17 +607,29 @@ fn export_overwrites_only_its_own_files_and_removes_its_stale_ones() {
     let (code, _, stderr) = export(&sandbox, "systemd", "out", &["--app", "a"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(unit(&dir, "a-web.service").contains("exec true"));
-    assert!(!dir.join("a-db.service").exists(), "a stale unit is removed");
+    assert!(
+        !dir.join("a-db.service").exists(),
+        "a stale unit is removed"
+    );
     assert!(stderr.contains("removed"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "mine"
+    );
 
     // A file by the same name that export did not write is never replaced.
     std::fs::write(dir.join("a-web.service"), "[Unit]\n# hand-written\n").unwrap();
     let (code, _, stderr) = export(&sandbox, "systemd", "out", &["--app", "a"]);
     assert_ne!(code, 0);
-    assert!(stderr.contains("was not written by procman export"), "{stderr}");
+    assert!(
+        stderr.contains("was not written by procman export"),
+        "{stderr}"
+    );
     assert_eq!(unit(&dir, "a-web.service"), "[Unit]\n# hand-written\n");
-    assert!(unit(&dir, "a.target").starts_with("# Generated by"), "nothing half-written");
+    assert!(
+        unit(&dir, "a.target").starts_with("# Generated by"),
+        "nothing half-written"
+    );
 }
 
 #[test]
@@ -528,7 +638,12 @@ fn bad_input_gets_one_clear_error() {
     let (code, _, stderr) = export(&sandbox, "compose", "out", &[]);
     assert_ne!(code, 0);
     assert!(stderr.contains("no image for process `web`"), "{stderr}");
-    let (code, _, stderr) = export(&sandbox, "compose", "out", &["--image", "a", "--image", "nope=b"]);
+    let (code, _, stderr) = export(
+        &sandbox,
+        "compose",
+        "out",
+        &["--image", "a", "--image", "nope=b"],
+    );
     assert_ne!(code, 0);
     assert!(stderr.contains("`nope` is not a process"), "{stderr}");
     let (code, _, stderr) = export(&sandbox, "systemd", "out", &["--app", "a/b"]);

@@ -57,16 +57,28 @@ fn tcp_holds_when_something_listens_and_times_out_with_one_line_when_not() {
     let closed = format!("127.0.0.1:{}", free_port());
     let (code, stdout, stderr) = wait(
         &sandbox,
-        &["--tcp", &closed, "--timeout", "300ms", "--poll-interval", "50ms"],
+        &[
+            "--tcp",
+            &closed,
+            "--timeout",
+            "300ms",
+            "--poll-interval",
+            "50ms",
+        ],
     );
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(stdout, "");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains(&format!("timed out after 300ms: tcp {closed} accepts connections")),
+        stderr.contains(&format!(
+            "timed out after 300ms: tcp {closed} accepts connections"
+        )),
         "{stderr}"
     );
-    assert!(stderr.contains("refused"), "the last reason is named: {stderr}");
+    assert!(
+        stderr.contains("refused"),
+        "the last reason is named: {stderr}"
+    );
 }
 
 #[test]
@@ -81,7 +93,14 @@ fn url_holds_on_the_expected_status_only() {
     let url = format!("http://127.0.0.1:{port}/health");
     let (code, _, stderr) = wait(
         &sandbox,
-        &["--url", &url, "--timeout", "400ms", "--poll-interval", "100ms"],
+        &[
+            "--url",
+            &url,
+            "--timeout",
+            "400ms",
+            "--poll-interval",
+            "100ms",
+        ],
     );
     assert_eq!(code, 1);
     assert!(stderr.contains("(last: status 503)"), "{stderr}");
@@ -104,17 +123,32 @@ fn path_holds_once_the_file_appears() {
     };
     let (code, _, stderr) = wait(
         &sandbox,
-        &["--path", ready.to_str().unwrap(), "--poll-interval", "50ms", "--timeout", "20s"],
+        &[
+            "--path",
+            ready.to_str().unwrap(),
+            "--poll-interval",
+            "50ms",
+            "--timeout",
+            "20s",
+        ],
     );
     writer.join().unwrap();
     assert_eq!(code, 0, "{stderr}");
 
-    let (code, _, stderr) = wait(&sandbox, &["--not-exists", ready.to_str().unwrap(), "--no-retry"]);
+    let (code, _, stderr) = wait(
+        &sandbox,
+        &["--not-exists", ready.to_str().unwrap(), "--no-retry"],
+    );
     assert_eq!(code, 1);
     assert!(stderr.contains("retry disabled"), "{stderr}");
     let gone = sandbox.file("gone");
     let (code, _, _) = wait(&sandbox, &["--not-exists", gone.to_str().unwrap()]);
     assert_eq!(code, 0);
+
+    // `$$` is a literal `$`, as in procman.yaml (exports rely on it).
+    std::fs::write(sandbox.file("price$1"), "").unwrap();
+    let (code, _, stderr) = wait(&sandbox, &["--path", "price$$1", "--timeout", "0s"]);
+    assert_eq!(code, 0, "{stderr}");
 }
 
 #[test]
@@ -133,7 +167,11 @@ fn relative_paths_resolve_against_the_config_directory() {
     ]);
     command.current_dir(sandbox.file("sub"));
     let output = command.output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
@@ -146,7 +184,14 @@ fn file_contains_prints_the_value_and_a_command_runs_after() {
     .unwrap();
     let (code, stdout, stderr) = wait(
         &sandbox,
-        &["--file-contains", "out.json", "--format", "json", "--key", "$.database.url"],
+        &[
+            "--file-contains",
+            "out.json",
+            "--format",
+            "json",
+            "--key",
+            "$.database.url",
+        ],
     );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.trim_end(), "postgres://db/app");
@@ -155,7 +200,15 @@ fn file_contains_prints_the_value_and_a_command_runs_after() {
     let address = listener.local_addr().unwrap().to_string();
     let (code, stdout, stderr) = wait(
         &sandbox,
-        &["--tcp", &address, "--", "sh", "-c", "echo ran with \"$0\"", "arg"],
+        &[
+            "--tcp",
+            &address,
+            "--",
+            "sh",
+            "-c",
+            "echo ran with \"$0\"",
+            "arg",
+        ],
     );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.trim_end(), "ran with arg");
@@ -172,7 +225,14 @@ fn not_listening_holds_once_the_listener_closes() {
     });
     let (code, _, stderr) = wait(
         &sandbox,
-        &["--not-listening", &address, "--poll-interval", "50ms", "--timeout", "20s"],
+        &[
+            "--not-listening",
+            &address,
+            "--poll-interval",
+            "50ms",
+            "--timeout",
+            "20s",
+        ],
     );
     closer.join().unwrap();
     assert_eq!(code, 0, "{stderr}");
@@ -194,8 +254,18 @@ fn bad_conditions_are_refused_with_a_clear_message() {
     assert!(stderr.contains("UNDEFINED_FOR_PROCMAN_WAIT"), "{stderr}");
     let (code, _, stderr) = wait(
         &sandbox,
-        &["--file-contains", "x.json", "--format", "json", "--key", "$["],
+        &[
+            "--file-contains",
+            "x.json",
+            "--format",
+            "json",
+            "--key",
+            "$[",
+        ],
     );
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("JSONPath") || stderr.contains("key"), "{stderr}");
+    assert!(
+        stderr.contains("JSONPath") || stderr.contains("key"),
+        "{stderr}"
+    );
 }

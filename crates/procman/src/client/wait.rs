@@ -43,7 +43,9 @@ pub fn wait(request: &WaitRequest) -> Result<i32> {
     if let DependencyKind::ProcessExited { .. } | DependencyKind::OutputMatches { .. } =
         dependency.kind
     {
-        bail!("`procman wait` waits for conditions outside a supervisor; process_exited and output_matches need a running `procman run`");
+        bail!(
+            "`procman wait` waits for conditions outside a supervisor; process_exited and output_matches need a running `procman run`"
+        );
     }
     if let Some(config) = &request.config {
         let dir = config_dir(config)?;

@@ -30,18 +30,13 @@ pub struct Options {
     pub mount: bool,
 }
 
-/// The health check a served process gets: every condition dependents wait for on it.
-#[derive(Default)]
-struct Health<'a> {
-    checks: Vec<&'a Dependency>,
-}
-
 /// The compose file.
 pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<Vec<File>> {
     let containers = &options.containers;
     let names = service_names(stack)?;
     // Who serves what: healthchecks are attached to the servers.
-    let mut health: BTreeMap<&str, Health<'_>> = BTreeMap::new();
+    // The health check of a served process: every condition dependents wait for on it.
+    let mut health: BTreeMap<&str, Vec<&Dependency>> = BTreeMap::new();
     let mut served: BTreeMap<(&str, usize), Vec<&ProcessSpec>> = BTreeMap::new();
     for spec in &stack.config.processes {
         for (index, dep) in spec.depends.iter().enumerate() {
@@ -53,8 +48,8 @@ pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<V
                     let servers = stack.exited_targets(&server);
                     for target in &servers {
                         let entry = health.entry(target.name.as_str()).or_default();
-                        if !entry.checks.iter().any(|d| same_check(d, dep)) {
-                            entry.checks.push(dep);
+                        if !entry.iter().any(|d| same_check(d, dep)) {
+                            entry.push(dep);
                         }
                     }
                     served.insert((spec.name.as_str(), index), servers);
@@ -118,7 +113,10 @@ pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<V
             gaps.add(
                 &spec.name,
                 "cwd",
-                format!("{} is outside the config's directory; the image must have it", cwd.display()),
+                format!(
+                    "{} is outside the config's directory; the image must have it",
+                    cwd.display()
+                ),
             );
         }
         let mut environment = serde_norway::Mapping::new();
@@ -142,10 +140,16 @@ pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<V
             (Restart::Always, _) => "always".to_owned(),
         };
         let service = map([
-            ("image", Some(text(containers.image_of(Stack::base_name(spec))?))),
+            (
+                "image",
+                Some(text(containers.image_of(Stack::base_name(spec))?)),
+            ),
             ("command", Some(texts(command))),
             ("working_dir", Some(text(map_path(&cwd)))),
-            ("env_file", (!env_files.is_empty()).then(|| texts(env_files))),
+            (
+                "env_file",
+                (!env_files.is_empty()).then(|| texts(env_files)),
+            ),
             ("environment", Some(Value::Mapping(environment))),
             ("network_mode", Some(text("host"))),
             (
@@ -158,7 +162,10 @@ pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<V
                     )])
                 }),
             ),
-            ("stop_grace_period", Some(text(duration_arg(spec.stop_timeout)))),
+            (
+                "stop_grace_period",
+                Some(text(duration_arg(spec.stop_timeout))),
+            ),
             ("restart", Some(text(restart))),
             (
                 "depends_on",
@@ -199,28 +206,30 @@ fn same_check(a: &Dependency, b: &Dependency) -> bool {
 
 /// A health check that runs `procman wait` once per condition, chained; it may count as
 /// failing for the longest timeout dependents allow before it counts.
-fn healthcheck(stack: &Stack<'_>, containers: &Containers, health: &Health<'_>) -> Value {
+fn healthcheck(stack: &Stack<'_>, containers: &Containers, checks: &[&Dependency]) -> Value {
     let mut test = vec!["CMD".to_owned()];
-    for (index, dep) in health.checks.iter().enumerate() {
+    for (index, dep) in checks.iter().enumerate() {
         if index > 0 {
             test.push("--".into());
         }
         test.push(containers.procman.clone());
         test.extend(stack.wait_args(dep, &|p| p.to_string_lossy().into_owned(), true));
     }
-    let interval = health
-        .checks
+    let interval = checks
         .iter()
         .map(|d| d.poll_interval)
         .min()
         .unwrap_or_default()
         .max(std::time::Duration::from_secs(1));
-    let start_period = health.checks.iter().map(|d| d.timeout).max().unwrap_or_default();
+    let start_period = checks.iter().map(|d| d.timeout).max().unwrap_or_default();
     map([
         ("test", Some(texts(test))),
         ("interval", Some(text(duration_arg(interval)))),
         ("timeout", Some(text("10s"))),
-        ("start_period", Some(text(format!("{}s", ceil_secs(start_period))))),
+        (
+            "start_period",
+            Some(text(format!("{}s", ceil_secs(start_period)))),
+        ),
         ("retries", Some(number(3))),
     ])
 }
@@ -269,10 +278,13 @@ fn service_names<'a>(stack: &Stack<'a>) -> Result<BTreeMap<&'a str, String>> {
                 }
             })
             .collect();
-        let name = if clean == spec.name.as_str() && !clean.starts_with(['.', '-', '_']) {
+        // Compose wants an alphanumeric first character too.
+        let name = if clean == spec.name.as_str()
+            && clean.starts_with(|c: char| c.is_ascii_alphanumeric())
+        {
             clean
         } else {
-            format!("p{}-{}", clean.trim_start_matches(['.', '-', '_']), short_hash(&spec.name))
+            format!("p{clean}-{}", short_hash(&spec.name))
         };
         if !taken.insert(name.clone()) {
             bail!("two processes map to the Compose service name `{name}`; rename one");

@@ -21,9 +21,7 @@ use serde_norway::Value;
 use super::stack::{Address, Server, ceil_secs, shell_command, short_hash};
 use super::yaml::{map, number, text, texts, to_text};
 use super::{File, Gaps, Stack};
-use crate::config::{
-    Dependency, DependencyKind, OnFail, ProcessSpec, REPLICA_VAR, Restart,
-};
+use crate::config::{Dependency, DependencyKind, OnFail, ProcessSpec, REPLICA_VAR, Restart};
 
 /// `procman export kubernetes` options.
 #[derive(Debug, Clone)]
@@ -78,20 +76,28 @@ pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<V
     let mut files = Vec::new();
     let mut needs_kubectl = false;
     if !stack.config.file_env.is_empty() {
-        files.push(config_map(&app, &app.global_env(), &stack.config.file_env)?);
+        files.push(config_map(&app, &app.global_env(), &stack.config.file_env));
     }
     for workload in &workloads {
         let spec = workload.spec;
         stack.common_gaps(spec, "Kubernetes", gaps);
         stack.precedence_gaps(spec, false, "Kubernetes", gaps);
-        let init = init_containers(stack, options, spec, &by_process, &services, gaps);
-        needs_kubectl |= init.iter().any(|(kubectl, _)| *kubectl);
+        let init = init_containers(stack, options, spec, &by_process, gaps);
+        let waits_for_jobs = init.iter().any(|(kubectl, _)| *kubectl);
+        needs_kubectl |= waits_for_jobs;
         let init: Vec<Value> = init.into_iter().map(|(_, c)| c).collect();
         let env_map = (!spec.file_env.is_empty()).then(|| format!("{}-env", workload.name));
         if let Some(name) = &env_map {
-            files.push(config_map(&app, name, &spec.file_env)?);
+            files.push(config_map(&app, name, &spec.file_env));
         }
-        let container = container(stack, options, workload, env_map.as_deref(), &services, gaps)?;
+        let container = container(
+            stack,
+            options,
+            workload,
+            env_map.as_deref(),
+            &services,
+            gaps,
+        )?;
         let labels = app.of(&workload.name);
         let restart_policy = match (spec.once, spec.restart.when) {
             (false, _) => None,
@@ -101,14 +107,19 @@ pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<V
         let pod = map([
             (
                 "serviceAccountName",
-                needs_wait_account(&init).then(|| text(app.wait_account())),
+                waits_for_jobs.then(|| text(app.wait_account())),
             ),
             (
                 "terminationGracePeriodSeconds",
-                Some(number(ceil_secs(spec.stop_timeout).min(i64::MAX as u64) as i64)),
+                Some(number(
+                    ceil_secs(spec.stop_timeout).min(i64::MAX as u64) as i64
+                )),
             ),
             ("restartPolicy", restart_policy.map(text)),
-            ("initContainers", (!init.is_empty()).then(|| Value::Sequence(init))),
+            (
+                "initContainers",
+                (!init.is_empty()).then(|| Value::Sequence(init)),
+            ),
             ("containers", Some(Value::Sequence(vec![container]))),
         ]);
         let pod_template = map([
@@ -190,7 +201,7 @@ pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<V
         });
     }
     if needs_kubectl {
-        files.extend(wait_account(&app)?);
+        files.extend(wait_account(&app));
     }
     Ok(files)
 }
@@ -233,7 +244,9 @@ fn workloads<'a>(stack: &Stack<'a>) -> Result<Vec<Workload<'a>>> {
         let (shown, count) = folded.unwrap_or((spec.name.as_str(), 1));
         let name = dns_label(shown);
         if let Some(other) = taken.insert(name.clone(), shown) {
-            bail!("processes `{other}` and `{shown}` both map to the Kubernetes name `{name}`; rename one");
+            bail!(
+                "processes `{other}` and `{shown}` both map to the Kubernetes name `{name}`; rename one"
+            );
         }
         workloads.push(Workload { name, spec, count });
     }
@@ -243,7 +256,10 @@ fn workloads<'a>(stack: &Stack<'a>) -> Result<Vec<Workload<'a>>> {
 /// Whether two instances of a group differ only in their instance variable.
 fn same_but_index(a: &ProcessSpec, b: &ProcessSpec) -> bool {
     let deps = |p: &ProcessSpec| -> Vec<String> {
-        p.depends.iter().map(|d| crate::deps::describe(&d.kind)).collect()
+        p.depends
+            .iter()
+            .map(|d| crate::deps::describe(&d.kind))
+            .collect()
     };
     a.env == b.env && a.cwd == b.cwd && deps(a) == deps(b)
 }
@@ -321,7 +337,9 @@ fn container(
         .iter()
         .map(|w| dollars(w))
         .collect();
-    let readiness = services.get(&workload.name).map(|(_, dep)| probe(dep));
+    let readiness = services
+        .get(&workload.name)
+        .and_then(|(_, dep)| Some(probe(dep, &Address::of(&dep.kind)?)));
     let liveness = liveness(spec, gaps);
     Ok(map([
         ("name", Some(text(&workload.name))),
@@ -331,7 +349,10 @@ fn container(
             "workingDir",
             Some(text(containers.map_path(stack.config, &cwd))),
         ),
-        ("envFrom", (!env_from.is_empty()).then(|| Value::Sequence(env_from))),
+        (
+            "envFrom",
+            (!env_from.is_empty()).then(|| Value::Sequence(env_from)),
+        ),
         ("env", Some(Value::Sequence(env))),
         ("readinessProbe", readiness),
         ("livenessProbe", liveness),
@@ -339,12 +360,7 @@ fn container(
 }
 
 /// A probe checking what `dep` waits for: `httpGet` for a URL, `tcpSocket` for tcp.
-fn probe(dep: &Dependency) -> Value {
-    let address = Address::of(&dep.kind).unwrap_or(Address {
-        host: String::new(),
-        port: 0,
-        path: None,
-    });
+fn probe(dep: &Dependency, address: &Address) -> Value {
     let action = match &address.path {
         Some(path) => (
             "httpGet",
@@ -369,18 +385,21 @@ fn probe(dep: &Dependency) -> Value {
 fn liveness(spec: &ProcessSpec, gaps: &mut Gaps) -> Option<Value> {
     let mut probe_value = None;
     for (index, watch) in spec.watch.iter().enumerate() {
-        let local = Address::of(&watch.check.kind).is_some_and(|a| a.is_local())
-            && matches!(
-                watch.check.kind,
-                DependencyKind::Http { .. } | DependencyKind::Tcp { .. }
-            );
-        if probe_value.is_none() && watch.on_fail == OnFail::Restart && local {
-            let Value::Mapping(mut mapping) = probe(&watch.check) else {
-                continue;
-            };
+        let local = match watch.check.kind {
+            DependencyKind::Http { .. } | DependencyKind::Tcp { .. } => {
+                Address::of(&watch.check.kind).filter(Address::is_local)
+            }
+            _ => None,
+        };
+        if let (None, OnFail::Restart, Some(address)) = (&probe_value, &watch.on_fail, local)
+            && let Value::Mapping(mut mapping) = probe(&watch.check, &address)
+        {
             let secs = |d: std::time::Duration| number(ceil_secs(d).min(i32::MAX as u64) as i64);
             mapping.insert(text("initialDelaySeconds"), secs(watch.initial_delay));
-            mapping.insert(text("periodSeconds"), secs(watch.poll_interval.max(std::time::Duration::from_secs(1))));
+            mapping.insert(
+                text("periodSeconds"),
+                secs(watch.poll_interval.max(std::time::Duration::from_secs(1))),
+            );
             mapping.insert(
                 text("failureThreshold"),
                 number(i64::from(watch.failure_threshold)),
@@ -403,7 +422,6 @@ fn init_containers(
     options: &Options,
     spec: &ProcessSpec,
     by_process: &BTreeMap<&str, &Workload<'_>>,
-    services: &BTreeMap<String, (Vec<u16>, &Dependency)>,
     gaps: &mut Gaps,
 ) -> Vec<(bool, Value)> {
     let containers = &options.containers;
@@ -424,10 +442,7 @@ fn init_containers(
                 ("name", Some(text(&name))),
                 ("image", Some(text(&image))),
                 ("command", Some(texts(command))),
-                (
-                    "workingDir",
-                    Some(text(map_path(&stack.cwd(spec)))),
-                ),
+                ("workingDir", Some(text(map_path(&stack.cwd(spec))))),
             ])
         };
         match &dep.kind {
@@ -457,14 +472,18 @@ fn init_containers(
             DependencyKind::OutputMatches { .. } => {}
             DependencyKind::Http { .. } | DependencyKind::Tcp { .. } => {
                 match served(stack, spec, dep) {
-                    None => init.push((false, procman_wait(stack.wait_args(dep, &map_path, false)))),
+                    None => {
+                        init.push((false, procman_wait(stack.wait_args(dep, &map_path, false))))
+                    }
                     Some((address, Server::Found(server))) => {
                         let service = by_process[stack.exited_targets(&server)[0].name.as_str()]
                             .name
                             .clone();
-                        debug_assert!(services.contains_key(&service));
                         let moved = moved_to(dep, &service, &address);
-                        init.push((false, procman_wait(stack.wait_args(&moved, &map_path, false))));
+                        init.push((
+                            false,
+                            procman_wait(stack.wait_args(&moved, &map_path, false)),
+                        ));
                         gaps.add(
                             &spec.name,
                             key,
@@ -476,8 +495,16 @@ fn init_containers(
                     }
                     Some((address, server)) => {
                         let why = match server {
-                            Server::Ambiguous(names) => format!("port {} is mentioned by {}; pass --port NAME={} to choose", address.port, names.join(", "), address.port),
-                            _ => format!("no process of the config serves port {}, and a pod's {} is the pod itself; pass --port NAME={} or use a host name", address.port, address.host, address.port),
+                            Server::Ambiguous(names) => format!(
+                                "port {} is mentioned by {}; pass --port NAME={} to choose",
+                                address.port,
+                                names.join(", "),
+                                address.port
+                            ),
+                            _ => format!(
+                                "no process of the config serves port {}, and a pod's {} is the pod itself; pass --port NAME={} or use a host name",
+                                address.port, address.host, address.port
+                            ),
                         };
                         gaps.add(&spec.name, key, format!("{why}; left out"));
                     }
@@ -515,15 +542,6 @@ fn moved_to(dep: &Dependency, service: &str, address: &Address) -> Dependency {
     moved
 }
 
-fn needs_wait_account(init: &[Value]) -> bool {
-    init.iter().any(|c| {
-        c.get("command")
-            .and_then(|c| c.get(0))
-            .and_then(Value::as_str)
-            == Some("kubectl")
-    })
-}
-
 /// What Kubernetes cannot express of a restart policy.
 fn restart_gaps(spec: &ProcessSpec, gaps: &mut Gaps) {
     if spec.restart.when != Restart::No {
@@ -548,7 +566,7 @@ fn dollars(text: &str) -> String {
 }
 
 /// A ConfigMap holding env file values.
-fn config_map(app: &Labels, name: &str, values: &BTreeMap<String, String>) -> Result<File> {
+fn config_map(app: &Labels, name: &str, values: &BTreeMap<String, String>) -> File {
     let data = map(values.iter().map(|(k, v)| (k.as_str(), Some(text(v)))));
     let object = map([
         ("apiVersion", Some(text("v1"))),
@@ -556,14 +574,14 @@ fn config_map(app: &Labels, name: &str, values: &BTreeMap<String, String>) -> Re
         ("metadata", Some(app.metadata(name))),
         ("data", Some(data)),
     ]);
-    Ok(File {
+    File {
         name: format!("{name}.configmap.yaml"),
         text: to_text(&object),
-    })
+    }
 }
 
 /// The ServiceAccount, Role and RoleBinding that let `kubectl wait` read Jobs.
-fn wait_account(app: &Labels) -> Result<Vec<File>> {
+fn wait_account(app: &Labels) -> Vec<File> {
     let name = app.wait_account();
     let account = map([
         ("apiVersion", Some(text("v1"))),
@@ -603,7 +621,7 @@ fn wait_account(app: &Labels) -> Result<Vec<File>> {
             ])),
         ),
     ]);
-    Ok(vec![
+    vec![
         File {
             name: format!("{name}.serviceaccount.yaml"),
             text: to_text(&account),
@@ -616,7 +634,7 @@ fn wait_account(app: &Labels) -> Result<Vec<File>> {
             name: format!("{name}.rolebinding.yaml"),
             text: to_text(&binding),
         },
-    ])
+    ]
 }
 
 /// The app's name as a label value, and the labels and metadata of its objects.
@@ -672,7 +690,11 @@ pub fn dns_label(name: &str) -> String {
     }
     let mut clean = String::new();
     for c in name.chars().map(|c| c.to_ascii_lowercase()) {
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
         if !(c == '-' && clean.ends_with('-')) {
             clean.push(c);
         }

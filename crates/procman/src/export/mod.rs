@@ -274,7 +274,11 @@ fn app_name(app: Option<&str>, config: &Config) -> Result<String> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "procman".to_owned()),
     };
-    if name.is_empty() || name.len() > 64 || name.contains(['/', '\0']) || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.len() > 64
+        || name.contains(['/', '\0'])
+        || name.chars().any(char::is_control)
+    {
         bail!("invalid --app {name:?}: use 1 to 64 characters, no `/` or control characters");
     }
     Ok(name)

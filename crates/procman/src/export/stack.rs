@@ -162,7 +162,13 @@ impl<'a> Stack<'a> {
     /// Reports the keys an engine would resolve differently from procman: `files_win` for
     /// systemd (`EnvironmentFile=` beats `Environment=`), else inline values beat files
     /// (Compose, Kubernetes).
-    pub fn precedence_gaps(&self, spec: &ProcessSpec, files_win: bool, engine: &str, gaps: &mut Gaps) {
+    pub fn precedence_gaps(
+        &self,
+        spec: &ProcessSpec,
+        files_win: bool,
+        engine: &str,
+        gaps: &mut Gaps,
+    ) {
         let wanted = self.environment(spec);
         let mut files = self.config.file_env.clone();
         files.extend(spec.file_env.clone());
@@ -419,7 +425,10 @@ mod tests {
             shell_command("/usr/bin/bash", "true"),
             ["/usr/bin/bash", "-e", "-u", "-o", "pipefail", "-c", "true"]
         );
-        assert_eq!(shell_command("sh", "true"), ["sh", "-e", "-u", "-c", "true"]);
+        assert_eq!(
+            shell_command("sh", "true"),
+            ["sh", "-e", "-u", "-c", "true"]
+        );
         assert_eq!(duration_arg(Duration::from_millis(1500)), "1500ms");
         assert_eq!(duration_arg(Duration::from_secs(60)), "60s");
         assert_eq!(ceil_secs(Duration::from_millis(1001)), 2);

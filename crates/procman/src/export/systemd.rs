@@ -249,7 +249,11 @@ fn unit_text(
     }
     env.insert("PROCMAN_OUTPUT".into(), "/dev/null".into());
     for (key, value) in &env {
-        let _ = writeln!(unit, "Environment={}", word(&format!("{key}={value}"), false));
+        let _ = writeln!(
+            unit,
+            "Environment={}",
+            word(&format!("{key}={value}"), false)
+        );
     }
     for args in &waits {
         let mut line = word(&options.procman.to_string_lossy(), true);
@@ -282,7 +286,11 @@ fn unit_text(
             let ratio = policy.max_delay.as_secs_f64() / policy.delay.as_secs_f64().max(1e-3);
             let steps = ratio.log2().ceil().clamp(1.0, 3600.0) as u32;
             let _ = writeln!(unit, "RestartSteps={steps}");
-            let _ = writeln!(unit, "RestartMaxDelaySec={}", duration_arg(policy.max_delay));
+            let _ = writeln!(
+                unit,
+                "RestartMaxDelaySec={}",
+                duration_arg(policy.max_delay)
+            );
         }
     }
     Ok(unit)
@@ -297,7 +305,10 @@ impl Names<'_> {
     fn unit(&self, spec: &ProcessSpec) -> String {
         match (spec.replicas, spec.group.as_deref()) {
             (Some(_), Some(group)) => {
-                let index = spec.instance_env.get(REPLICA_VAR).map_or("0", String::as_str);
+                let index = spec
+                    .instance_env
+                    .get(REPLICA_VAR)
+                    .map_or("0", String::as_str);
                 self.name(group, &format!("@{index}.service"))
             }
             _ => self.name(&spec.name, ".service"),

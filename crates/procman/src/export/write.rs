@@ -51,7 +51,10 @@ pub fn write_all(dir: &Path, files: &[File], header: &str) -> Result<Written> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
-        let ours = entry.file_name().to_str().is_some_and(|n| !names.contains(n))
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| !names.contains(n))
             && entry.file_type()?.is_file()
             && written_by_export(&path, first_line);
         if ours {
@@ -94,7 +97,9 @@ fn replace(path: &Path, text: &str) -> Result<()> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&temp)
         .with_context(|| format!("creating {}", temp.display()))?;
-    let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all());
     if let Err(e) = written.and_then(|()| fs::rename(&temp, path)) {
         let _ = fs::remove_file(&temp);
         return Err(e).with_context(|| format!("writing {}", path.display()));

@@ -130,9 +130,7 @@ fn scalar(value: &Value) -> String {
 
 /// Whether `s` reads back as this string in YAML 1.1 and 1.2 without quotes.
 fn plain(s: &str) -> bool {
-    const SPECIAL: &[&str] = &[
-        "y", "n", "yes", "no", "true", "false", "on", "off", "null",
-    ];
+    const SPECIAL: &[&str] = &["y", "n", "yes", "no", "true", "false", "on", "off", "null"];
     let first_ok = s
         .chars()
         .next()
@@ -142,9 +140,8 @@ fn plain(s: &str) -> bool {
         && !s.ends_with([' ', ':'])
         && !s.contains(": ")
         && !s.contains(" #")
-        && s.chars().all(|c| {
-            c.is_ascii_alphanumeric() || " _./:@%+=,-".contains(c)
-        })
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _./:@%+=,-".contains(c))
 }
 
 #[cfg(test)]
@@ -153,10 +150,29 @@ mod tests {
 
     #[test]
     fn ambiguous_strings_are_quoted() {
-        for s in ["no", "On", "8080", "1e3", "~", "-x", ".inf", "a: b", "x #y", "", "*a", "2001-12-14"] {
+        for s in [
+            "no",
+            "On",
+            "8080",
+            "1e3",
+            "~",
+            "-x",
+            ".inf",
+            "a: b",
+            "x #y",
+            "",
+            "*a",
+            "2001-12-14",
+        ] {
             assert!(!plain(s), "{s:?} must be quoted");
         }
-        for s in ["web", "http://127.0.0.1:8765/", "/app", "python:3.12-slim", "exec a --b"] {
+        for s in [
+            "web",
+            "http://127.0.0.1:8765/",
+            "/app",
+            "python:3.12-slim",
+            "exec a --b",
+        ] {
             assert!(plain(s), "{s:?} can stay plain");
         }
     }
