@@ -201,11 +201,9 @@ impl WaitArgs {
         } else {
             ("not_running", text(self.not_running.unwrap_or_default()))
         };
-        // `never` is a century: a deadline must stay representable.
-        let timeout = self
-            .timeout
-            .0
-            .unwrap_or(Duration::from_secs(100 * 365 * 86_400));
+        // `never` (and anything longer) is a century: a deadline must stay representable.
+        let century = Duration::from_secs(100 * 365 * 86_400);
+        let timeout = self.timeout.0.map_or(century, |t| t.min(century));
         let mut dependency = json!({
             kind: value,
             "poll_interval": self.poll_interval,
