@@ -93,8 +93,17 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 /// `systemd-analyze verify` on every unit, with the output directory as the unit path so
 /// `Requires=` and `Wants=` resolve; any message at all is a failure.
 fn systemd_verify(dir: &Path) {
+    systemd_verify_as(dir, None);
+}
+
+/// `systemd-analyze --user verify`, the user manager's runtime directory in `runtime`.
+fn systemd_verify_as(dir: &Path, runtime: Option<&Path>) {
     let units = files_in(dir);
-    let output = Command::new("systemd-analyze")
+    let mut command = Command::new("systemd-analyze");
+    if let Some(runtime) = runtime {
+        command.arg("--user").env("XDG_RUNTIME_DIR", runtime);
+    }
+    let output = command
         .arg("verify")
         .args(&units)
         .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.display()))
@@ -386,6 +395,17 @@ fn systemd_warns_about_doubling_delays_before_254() {
     );
     assert!(!unit(&sandbox.file("units"), "shop-web.service").contains("RestartSteps"));
     systemd_verify(&sandbox.file("units"));
+}
+
+#[test]
+fn user_units_are_wanted_by_the_default_target() {
+    let sandbox = stack();
+    let (code, _, stderr) = export(&sandbox, "systemd", "user", &["--user", "--app", "shop"]);
+    assert_eq!(code, 0, "{stderr}");
+    let target = unit(&sandbox.file("user"), "shop.target");
+    assert!(target.contains("WantedBy=default.target"), "{target}");
+    let runtime = tempfile::tempdir().unwrap();
+    systemd_verify_as(&sandbox.file("user"), Some(runtime.path()));
 }
 
 #[test]
