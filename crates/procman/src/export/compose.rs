@@ -34,8 +34,8 @@ pub struct Options {
 pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<Vec<File>> {
     let containers = &options.containers;
     let names = service_names(stack)?;
-    // Who serves what: healthchecks are attached to the servers.
-    // The health check of a served process: every condition dependents wait for on it.
+    // Who serves what: a served process's health check covers every condition its
+    // dependents wait for on it.
     let mut health: BTreeMap<&str, Vec<&Dependency>> = BTreeMap::new();
     let mut served: BTreeMap<(&str, usize), Vec<&ProcessSpec>> = BTreeMap::new();
     for spec in &stack.config.processes {
@@ -72,6 +72,7 @@ pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<V
     let mut services = serde_norway::Mapping::new();
     for spec in &stack.config.processes {
         stack.common_gaps(spec, "Docker Compose", gaps);
+        stack.env_file_gaps(spec, "Docker Compose", gaps);
         stack.precedence_gaps(spec, false, "Docker Compose", gaps);
         service_gaps(spec, gaps);
         let map_path = |p: &std::path::Path| containers.map_path(stack.config, p);
@@ -140,10 +141,7 @@ pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<V
             (Restart::Always, _) => "always".to_owned(),
         };
         let service = map([
-            (
-                "image",
-                Some(text(containers.image_of(Stack::base_name(spec))?)),
-            ),
+            ("image", Some(text(containers.image_of(spec)?))),
             ("command", Some(texts(command))),
             ("working_dir", Some(text(map_path(&cwd)))),
             (

@@ -275,7 +275,6 @@ fn container(
 ) -> Result<Value> {
     let spec = workload.spec;
     let containers = &options.containers;
-    let base = Stack::base_name(spec);
     let cwd = stack.cwd(spec);
     let mut env = Vec::new();
     for (key, value) in stack.inline_env(spec) {
@@ -343,7 +342,7 @@ fn container(
     let liveness = liveness(spec, gaps);
     Ok(map([
         ("name", Some(text(&workload.name))),
-        ("image", Some(text(containers.image_of(base)?))),
+        ("image", Some(text(containers.image_of(spec)?))),
         ("command", Some(texts(command))),
         (
             "workingDir",
@@ -425,10 +424,7 @@ fn init_containers(
     gaps: &mut Gaps,
 ) -> Vec<(bool, Value)> {
     let containers = &options.containers;
-    let image = containers
-        .image_of(Stack::base_name(spec))
-        .unwrap_or_default()
-        .to_owned();
+    let image = containers.image_of(spec).unwrap_or_default().to_owned();
     let map_path = |p: &std::path::Path| containers.map_path(stack.config, p);
     let mut init = Vec::new();
     for (index, dep) in spec.depends.iter().enumerate() {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, ProcessSpec};
 
 pub use stack::{Address, Server, Stack};
 
@@ -79,12 +79,14 @@ pub struct Containers {
 }
 
 impl Containers {
-    /// The image of the process (or group) `name`.
-    fn image_of(&self, name: &str) -> Result<&str> {
-        match self.images.get(name).or(self.image.as_ref()) {
+    /// The image of a process: its own, its group's, or the default one.
+    fn image_of(&self, spec: &ProcessSpec) -> Result<&str> {
+        let group = Stack::base_name(spec);
+        let own = self.images.get(spec.name.as_str());
+        match own.or(self.images.get(group)).or(self.image.as_ref()) {
             Some(image) => Ok(image),
             None => bail!(
-                "no image for process `{name}`: pass --image IMAGE for every process, or --image {name}=IMAGE"
+                "no image for process `{group}`: pass --image IMAGE for every process, or --image {group}=IMAGE"
             ),
         }
     }
@@ -215,6 +217,13 @@ pub fn render(request: &Request, config: &Config) -> Result<Rendered> {
             kubernetes::render(&stack, options, &mut rendered.gaps)?
         }
     };
+    let mut names = std::collections::BTreeSet::new();
+    if let Some(twice) = rendered.files.iter().find(|f| !names.insert(&f.name)) {
+        bail!(
+            "two objects would be written to {}; rename a process or pass another --app",
+            twice.name
+        );
+    }
     Ok(rendered)
 }
 

@@ -118,7 +118,10 @@ impl<'a> Stack<'a> {
             .map(|(name, _)| name)
             .collect();
         if let [name, ..] = named.as_slice() {
-            return Server::Found((*name).clone());
+            return match name.as_str() == Self::base_name(dependent) {
+                true => Server::None,
+                false => Server::Found((*name).clone()),
+            };
         }
         let port_text = port.to_string();
         let mut found: Vec<String> = Vec::new();
@@ -198,7 +201,7 @@ impl<'a> Stack<'a> {
     }
 
     /// What no format expresses: templates, `output_matches`, values `file_contains`
-    /// exports, env files in a syntax the engines read differently.
+    /// exports.
     pub fn common_gaps(&self, spec: &'a ProcessSpec, engine: &str, gaps: &mut Gaps) {
         let template_gap = |gaps: &mut Gaps, key: &str, text: &str| {
             for (process, name) in template::references(text) {
@@ -228,6 +231,11 @@ impl<'a> Stack<'a> {
                 _ => {}
             }
         }
+    }
+
+    /// Env files the engine reads itself (systemd, Compose) in a syntax it reads
+    /// differently from procman.
+    pub fn env_file_gaps(&self, spec: &'a ProcessSpec, engine: &str, gaps: &mut Gaps) {
         for file in self.env_files(spec) {
             if let Some(line) = unportable_env_line(file) {
                 gaps.add(

@@ -66,6 +66,7 @@ pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<V
     let mut done_groups: Vec<&str> = Vec::new();
     for spec in &stack.config.processes {
         stack.common_gaps(spec, "systemd", gaps);
+        stack.env_file_gaps(spec, "systemd", gaps);
         stack.precedence_gaps(spec, true, "systemd", gaps);
         unit_gaps(spec, options, gaps);
         if let (Some(group), Some(_)) = (spec.group.as_deref(), spec.replicas) {
