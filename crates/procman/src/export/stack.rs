@@ -34,7 +34,7 @@ pub struct Address {
 }
 
 impl Address {
-    /// The address of a `url`, `tcp` or `not_listening` dependency.
+    /// The address of a `url` or `tcp` dependency.
     pub fn of(kind: &DependencyKind) -> Option<Address> {
         match kind {
             DependencyKind::Http { url, .. } => {
@@ -52,7 +52,7 @@ impl Address {
                     ),
                 })
             }
-            DependencyKind::Tcp { address } | DependencyKind::NotListening { address } => {
+            DependencyKind::Tcp { address } => {
                 let (host, port) = address.rsplit_once(':')?;
                 Some(Address {
                     host: host.trim_matches(['[', ']']).to_owned(),
