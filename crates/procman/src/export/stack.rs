@@ -118,9 +118,10 @@ impl<'a> Stack<'a> {
             .map(|(name, _)| name)
             .collect();
         if let [name, ..] = named.as_slice() {
-            return match name.as_str() == Self::base_name(dependent) {
-                true => Server::None,
-                false => Server::Found((*name).clone()),
+            return if name.as_str() == Self::base_name(dependent) {
+                Server::None
+            } else {
+                Server::Found((*name).clone())
             };
         }
         let port_text = port.to_string();
