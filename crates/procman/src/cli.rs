@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::client;
 use crate::config::{self, default_path};
 use crate::duration;
+use crate::export;
 use crate::server::{self, IdlePolicy, Invocation};
 
 /// A process supervisor driven by procman.yaml.
@@ -115,6 +116,287 @@ enum Command {
     },
     /// Print the JSON Schema of procman.yaml (for editors: `# yaml-language-server: $schema=…`).
     Schema,
+    /// Wait for one condition, written as a dependency in procman.yaml: exit 0 once it
+    /// holds, 1 with one line when it timed out. `-- COMMAND` runs COMMAND then.
+    Wait(WaitArgs),
+    /// Write the config as systemd units, a Docker Compose file or Kubernetes objects.
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+/// `procman wait`: one condition, its settings, and what to run after.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("condition").required(true).multiple(false)))]
+struct WaitArgs {
+    /// A procman.yaml whose directory relative paths resolve against (default: the
+    /// working directory).
+    config: Option<PathBuf>,
+    /// Something accepts TCP connections at HOST:PORT.
+    #[arg(long, group = "condition", value_name = "HOST:PORT")]
+    tcp: Option<String>,
+    /// A GET of URL answers with status --code.
+    #[arg(long, group = "condition")]
+    url: Option<String>,
+    /// The HTTP status --url must answer with.
+    #[arg(long, requires = "url", default_value_t = 200)]
+    code: u16,
+    /// PATH exists.
+    #[arg(long, group = "condition")]
+    path: Option<String>,
+    /// FILE parses as --format and JSONPath --key matches a non-null value (printed).
+    #[arg(long, group = "condition", value_name = "FILE", requires_all = ["format", "key"])]
+    file_contains: Option<String>,
+    /// Format of the --file-contains file.
+    #[arg(long, value_parser = ["json", "yaml"], requires = "file_contains")]
+    format: Option<String>,
+    /// JSONPath into the --file-contains file, e.g. '$.database.url'.
+    #[arg(long, value_name = "JSONPATH", requires = "file_contains")]
+    key: Option<String>,
+    /// Nothing accepts TCP connections at HOST:PORT.
+    #[arg(long, group = "condition", value_name = "HOST:PORT")]
+    not_listening: Option<String>,
+    /// PATH does not exist.
+    #[arg(long, group = "condition", value_name = "PATH")]
+    not_exists: Option<String>,
+    /// No process command line matches PATTERN (as `pgrep -f`).
+    #[arg(long, group = "condition", value_name = "PATTERN")]
+    not_running: Option<String>,
+    /// Time between checks.
+    #[arg(long, value_name = "DUR", default_value = "1s")]
+    poll_interval: String,
+    /// Give up after this long (humantime, or never).
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_timeout)]
+    timeout: Timeout,
+    /// Check once: fail at once if the condition does not hold.
+    #[arg(long)]
+    no_retry: bool,
+    /// Command to run (replacing procman) once the condition holds.
+    #[arg(last = true, value_name = "COMMAND")]
+    then: Vec<std::ffi::OsString>,
+}
+
+impl WaitArgs {
+    /// The condition as a `depends` entry of procman.yaml.
+    fn request(self) -> client::WaitRequest {
+        use serde_json::{Value, json};
+        let text = |s: String| Value::String(s);
+        let (kind, value) = if let Some(address) = self.tcp {
+            ("tcp", text(address))
+        } else if let Some(url) = self.url {
+            ("url", text(url))
+        } else if let Some(path) = self.path {
+            ("path", text(path))
+        } else if let Some(path) = self.file_contains {
+            let value = json!({
+                "path": path,
+                "format": self.format,
+                "key": self.key,
+                "env": client::WAIT_VALUE_VAR,
+            });
+            ("file_contains", value)
+        } else if let Some(address) = self.not_listening {
+            ("not_listening", text(address))
+        } else if let Some(path) = self.not_exists {
+            ("not_exists", text(path))
+        } else {
+            ("not_running", text(self.not_running.unwrap_or_default()))
+        };
+        // `never` (and anything longer) is a century: a deadline must stay representable.
+        let century = Duration::from_secs(100 * 365 * 86_400);
+        let timeout = self.timeout.0.map_or(century, |t| t.min(century));
+        let mut dependency = json!({
+            kind: value,
+            "poll_interval": self.poll_interval,
+            "timeout_seconds": timeout.as_secs_f64(),
+            "retry": !self.no_retry,
+        });
+        if kind == "url" {
+            dependency["code"] = json!(self.code);
+        }
+        client::WaitRequest {
+            dependency,
+            config: self.config,
+            then: self.then,
+        }
+    }
+}
+
+/// `procman export FORMAT`.
+#[derive(Debug, Subcommand)]
+enum ExportCommand {
+    /// One systemd unit per process and a target that starts them.
+    Systemd {
+        #[command(flatten)]
+        common: ExportArgs,
+        /// Units for the user's manager (`systemctl --user`).
+        #[arg(long)]
+        user: bool,
+        /// The systemd version the units are for (default: the local one, else 252);
+        /// 254 and later get RestartSteps= for procman's doubling restart delay.
+        #[arg(long, value_name = "N")]
+        systemd_version: Option<u32>,
+        /// The procman binary ExecStartPre= runs for `procman wait` (default: this one).
+        #[arg(long, value_name = "PATH")]
+        procman: Option<PathBuf>,
+        /// The shell for `run` (default: bash from PATH, else /bin/sh, as procman does).
+        #[arg(long, value_name = "PATH")]
+        shell: Option<PathBuf>,
+    },
+    /// A Docker Compose file: one service per process.
+    #[command(alias = "docker-compose")]
+    Compose {
+        #[command(flatten)]
+        common: ExportArgs,
+        #[command(flatten)]
+        containers: ContainerArgs,
+        /// Bind-mount the config's directory at --workdir (for a stock image).
+        #[arg(long)]
+        mount: bool,
+    },
+    /// Kubernetes objects (Deployments, Jobs, Services, ConfigMaps) for `kubectl apply -f DIR`.
+    #[command(alias = "k8s")]
+    Kubernetes {
+        #[command(flatten)]
+        common: ExportArgs,
+        #[command(flatten)]
+        containers: ContainerArgs,
+        /// Image with kubectl, for init containers that wait for Jobs (process_exited).
+        #[arg(long, value_name = "IMAGE", default_value = "bitnami/kubectl")]
+        kubectl_image: String,
+    },
+}
+
+/// What every format takes.
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// Path to the config file (procman.yaml or a Procfile).
+    #[arg(default_value_os_t = default_path())]
+    config: PathBuf,
+    #[command(flatten)]
+    env: EnvArgs,
+    /// Directory to write into (default: procman-export/FORMAT).
+    #[arg(short, long, value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Application name (default: the config's directory name).
+    #[arg(long, value_name = "NAME")]
+    app: Option<String>,
+    /// Fail (and write nothing) when anything cannot be expressed, instead of warning.
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Options of the container formats.
+#[derive(Debug, Args)]
+struct ContainerArgs {
+    /// Image of every process (IMAGE), or of one process or group (NAME=IMAGE); repeatable.
+    #[arg(long = "image", value_name = "[NAME=]IMAGE")]
+    images: Vec<String>,
+    /// Where the config's directory is inside the images.
+    #[arg(long, value_name = "DIR", default_value = "/app")]
+    workdir: String,
+    /// NAME serves PORT (for url and tcp dependencies; default: the process that mentions
+    /// the port in its env or run); repeatable.
+    #[arg(long = "port", value_name = "NAME=PORT", value_parser = parse_port)]
+    ports: Vec<(String, u16)>,
+    /// The shell for `run` inside the images.
+    #[arg(long, value_name = "SHELL", default_value = "bash")]
+    shell: String,
+    /// The procman binary inside the images (for `procman wait`).
+    #[arg(long, value_name = "PATH", default_value = "procman")]
+    procman: String,
+}
+
+impl ContainerArgs {
+    fn options(self) -> export::Containers {
+        let mut image = None;
+        let mut images = std::collections::BTreeMap::new();
+        for arg in self.images {
+            match arg.split_once('=') {
+                Some((name, value)) => {
+                    images.insert(name.to_owned(), value.to_owned());
+                }
+                None => image = Some(arg),
+            }
+        }
+        export::Containers {
+            image,
+            images,
+            workdir: self.workdir,
+            ports: self.ports,
+            shell: self.shell,
+            procman: self.procman,
+        }
+    }
+}
+
+fn parse_port(arg: &str) -> Result<(String, u16), String> {
+    let (name, port) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PORT, got {arg:?}"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("invalid port in {arg:?}: expected 1-65535"))?;
+    Ok((name.to_owned(), port))
+}
+
+impl ExportCommand {
+    fn run(self) -> anyhow::Result<i32> {
+        let (common, format) = match self {
+            ExportCommand::Systemd {
+                common,
+                user,
+                systemd_version,
+                procman,
+                shell,
+            } => {
+                let procman = match procman {
+                    Some(path) => path,
+                    None => std::env::current_exe().context("finding the procman binary")?,
+                };
+                let options = export::systemd::Options {
+                    user,
+                    version: systemd_version
+                        .or_else(export::systemd::local_version)
+                        .unwrap_or(export::systemd::DEFAULT_VERSION),
+                    procman,
+                    shell: shell.unwrap_or_else(|| {
+                        crate::supervisor::Shell::detect().program().to_path_buf()
+                    }),
+                };
+                (common, export::Format::Systemd(options))
+            }
+            ExportCommand::Compose {
+                common,
+                containers,
+                mount,
+            } => {
+                let options = export::compose::Options {
+                    containers: containers.options(),
+                    mount,
+                };
+                (common, export::Format::Compose(options))
+            }
+            ExportCommand::Kubernetes {
+                common,
+                containers,
+                kubectl_image,
+            } => {
+                let options = export::kubernetes::Options {
+                    containers: containers.options(),
+                    kubectl_image,
+                };
+                (common, export::Format::Kubernetes(options))
+            }
+        };
+        export::export(&export::Request {
+            load: common.env.load_options(false),
+            config: common.config,
+            output: common.output,
+            app: common.app,
+            strict: common.strict,
+            format,
+        })
+    }
 }
 
 /// The environment flags of `run`, `serve`, `check` and `attach`.
@@ -255,6 +537,8 @@ pub fn main() -> ExitCode {
         Some(Command::Stop { config, processes }) => client::stop(&config, &processes),
         Some(Command::Restart { config, processes }) => client::restart(&config, &processes),
         Some(Command::Status { config, json }) => client::status(&config, json),
+        Some(Command::Wait(args)) => client::wait(&args.request()),
+        Some(Command::Export(command)) => command.run(),
         None => server::run(cli.run.invocation(None)),
     };
     match result {

@@ -11,7 +11,9 @@
 //! - [`server`]: `run` and `serve`: bootstrap, listening, idle shutdown.
 //! - [`supervisor`]: the process table as a state machine, and the effects it asks for
 //!   (spawning, signals, timers).
-//! - [`client`]: one module per client command (`start`, `stop`, `restart`, `status`, `attach`, …).
+//! - [`client`]: one module per client command (`start`, `stop`, `restart`, `status`, `attach`,
+//!   `wait`, …).
+//! - [`export`]: the config as systemd units, a Docker Compose file or Kubernetes objects.
 //! - [`cli`]: parses the command line and dispatches.
 
 pub mod cli;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod deps;
 pub mod duration;
+pub mod export;
 pub mod output;
 pub mod protocol;
 pub mod server;

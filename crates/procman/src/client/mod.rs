@@ -8,6 +8,7 @@ mod restart;
 mod start;
 mod status;
 mod stop;
+mod wait;
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub use restart::restart;
 pub use start::start;
 pub use status::status;
 pub use stop::stop;
+pub use wait::{NOT_SATISFIED, WAIT_VALUE_VAR, WaitRequest, wait};
 
 use crate::control::{self, RuntimePaths, ServerInfo};
 use crate::protocol::{Message, Reply};
