@@ -1,14 +1,14 @@
-//! Spawning one child: the shell, its process group, its output pipe, its exit.
+//! Spawning one child: the shell, its process group (and cgroup), its output pipe, its exit.
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 
-use rustix::process::{Pid, PidfdFlags, Signal, kill_process_group, pidfd_open};
+use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use tokio::io::unix::AsyncFd;
 
 /// The shell that runs `run` scripts.
@@ -62,6 +62,9 @@ pub struct Launch<'a> {
     pub env: &'a BTreeMap<String, String>,
     /// Working directory.
     pub cwd: Option<&'a Path>,
+    /// The `cgroup.procs` of its cgroup, which the child writes itself into before exec
+    /// (so that nothing it runs is ever outside).
+    pub cgroup_procs: Option<RawFd>,
 }
 
 /// A running child: the leader of its own process group.
@@ -72,8 +75,8 @@ pub struct Child {
 }
 
 impl Child {
-    /// Spawns `launch` in a new process group with stdin on `/dev/null` and stdout and
-    /// stderr on one pipe, whose read end is returned for the output capture.
+    /// Spawns `launch` in a new process group (and its cgroup) with stdin on `/dev/null`
+    /// and stdout and stderr on one pipe, whose read end is returned for the output capture.
     pub fn spawn(shell: &Shell, launch: &Launch<'_>) -> io::Result<(Child, OwnedFd)> {
         let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let mut command = Command::new(&shell.program);
@@ -89,9 +92,22 @@ impl Child {
         if let Some(cwd) = launch.cwd {
             command.current_dir(cwd);
         }
+        if let Some(procs) = launch.cgroup_procs {
+            // SAFETY: between fork and exec the closure makes one write(2) on a descriptor
+            // the parent keeps open, and reads errno: async-signal-safe, no allocation.
+            unsafe {
+                command.pre_exec(move || match libc::write(procs, b"0".as_ptr().cast(), 1) {
+                    1 => Ok(()),
+                    _ => Err(io::Error::last_os_error()),
+                });
+            }
+        }
         let child = command.spawn().map_err(|e| {
             let hint = match launch.cwd {
                 Some(cwd) if !cwd.is_dir() => format!(" (cwd {} does not exist)", cwd.display()),
+                _ if launch.cgroup_procs.is_some() && e.kind() != io::ErrorKind::NotFound => {
+                    " (starting the shell or moving it into its cgroup; PROCMAN_NO_CGROUP=1 runs without cgroups)".into()
+                }
                 _ => String::new(),
             };
             io::Error::new(e.kind(), format!("{}: {e}{hint}", shell.program.display()))
@@ -102,10 +118,7 @@ impl Child {
         let pid = Pid::from_raw(child.id() as i32).ok_or_else(|| io::Error::other("pid 0"))?;
         // Not reaped yet, so the pid cannot have been reused.
         let pidfd = pidfd_open(pid, PidfdFlags::NONBLOCK)?;
-        // SAFETY: the OwnedFd stays open and unchanged inside the AsyncFd until it drops.
-        let exited =
-            unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
-                .map_err(|e| e.into_parts().1)?;
+        let exited = super::containment::readable_fd(pidfd)?;
         Ok((
             Child {
                 child,
@@ -125,29 +138,10 @@ impl Child {
         ExitSignal(Arc::clone(&self.exited))
     }
 
-    /// Whether anything is left in the child's process group (the leader or descendants
-    /// that stayed in it).
-    pub fn group_alive(&self) -> bool {
-        group_alive(self.pid())
-    }
-
     /// Reaps the child if it has exited.
     pub fn try_reap(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
-}
-
-/// Sends `signal` to process group `pgid`.
-pub fn signal_group(pgid: u32, signal: Signal) {
-    if let Some(pgid) = Pid::from_raw(pgid as i32) {
-        let _ = kill_process_group(pgid, signal);
-    }
-}
-
-/// Whether anything is left in process group `pgid`.
-pub fn group_alive(pgid: u32) -> bool {
-    Pid::from_raw(pgid as i32)
-        .is_some_and(|pgid| rustix::process::test_kill_process_group(pgid).is_ok())
 }
 
 /// Resolves when a child exits (a pidfd becoming readable: no SIGCHLD, no polling).
