@@ -542,7 +542,7 @@ impl Runner {
         tracked.leader_gone = true;
         if !drained {
             self.containment
-                .find_strays(&mut tracked.unit, tracked.pipe_inode, &spare);
+                .add_strays(&mut tracked.unit, tracked.pipe_inode, &spare);
         }
         // Watch before looking, so that a change in between still wakes us.
         if let (Some(events), Some(watcher)) = (tracked.unit.events(), &self.watcher) {
@@ -558,7 +558,9 @@ impl Runner {
             });
         }
         let alive = tracked.unit.alive();
-        if groups_mode {
+        // Its children became ours; those still holding its output are worth a scan
+        // (the others carry PROCMAN_INSTANCE for the guardian).
+        if groups_mode && !drained {
             self.guard_adopted();
         }
         if !alive {

@@ -121,9 +121,9 @@ impl Containment {
             .transpose()
     }
 
-    /// After a leader exited: in process-group mode, the descendants outside its group
-    /// that still hold its output pipe (`pipe_inode`), which are stopped with it.
-    pub fn find_strays(&self, unit: &mut Unit, pipe_inode: u64, spare: &HashSet<u32>) {
+    /// After a leader exited, in process-group mode: adds to `unit` the descendants outside
+    /// its group that still hold its output pipe (`pipe_inode`), to be stopped with it.
+    pub fn add_strays(&self, unit: &mut Unit, pipe_inode: u64, spare: &HashSet<u32>) {
         if self.cgroups.is_some() {
             return;
         }
@@ -149,7 +149,7 @@ impl Containment {
 
     /// The end of the run: SIGKILL to everything still left (in procman's cgroup and among
     /// its descendants, except `spare`), waits until it is gone, and removes the cgroups.
-    /// Returns what was killed outside the cgroups.
+    /// Returns the descendants that were killed.
     pub fn end(&mut self, spare: &[u32]) -> Vec<tree::Killed> {
         if let Some(tree) = &self.cgroups {
             cgroup::kill(tree.dir());
