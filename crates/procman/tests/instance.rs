@@ -119,3 +119,40 @@ fn attach_refuses_a_planted_server_log() {
     assert!(eventually(T, || std::fs::read_dir(&run).unwrap().count() == 0));
     assert!(eventually(T, || processes_matching(&m).is_empty()));
 }
+
+#[test]
+fn attach_waits_for_a_server_that_is_still_shutting_down() {
+    // The old server stopped listening but still holds the config's lock while its
+    // process takes its time to stop; a new server would be refused, so attach waits.
+    let m = common::unique_sleep();
+    let sb = Sandbox::new(&format!(
+        "svc:\n  run: \"trap 'sleep 2; exit 0' TERM; sleep {m} & wait\"\n  stop_timeout: 10s\n"
+    ));
+    let run = sb.file("run");
+    let with_runtime = |args: &[&str]| {
+        let mut cmd = sb.command(args);
+        cmd.env("PROCMAN_RUNTIME_DIR", &run);
+        cmd
+    };
+    let mut old = Running::start(with_runtime(&["serve"]));
+    old.wait_for("listening on", T);
+    let paths = procman::control::RuntimePaths::in_dir(&sb.file("procman.yaml"), &run).unwrap();
+    let mut stop = Running::start(with_runtime(&["stop"]));
+    assert!(eventually(T, || !paths.discovery.exists()));
+    assert!(
+        procman::server::instance_holder(&paths.config) == Some(old.pid() as u32),
+        "the old server is already gone; the test proves nothing"
+    );
+    let mut client = Running::start(with_runtime(&[
+        "attach",
+        "--disconnect-timeout",
+        "0s",
+        "--",
+        "true",
+    ]));
+    assert_eq!(client.wait(T).code(), Some(0), "{}", client.stderr_text());
+    assert_eq!(old.wait(T).code(), Some(0));
+    assert_eq!(stop.wait(T).code(), Some(0));
+    assert!(eventually(T, || processes_matching(&m).is_empty()));
+    assert!(eventually(T, || std::fs::read_dir(&run).unwrap().count() == 0));
+}

@@ -79,11 +79,32 @@ async fn ensure_server(
         if let Some(server) = ServerInfo::read(&paths.discovery).filter(ServerInfo::is_live) {
             return Ok(server);
         }
+        wait_for_leaving_server(paths, options.startup_timeout)?;
         spawn_server(paths, options).await
     }
     .await;
     let _ = counter.unlock();
     result
+}
+
+/// A server that stopped listening may still be stopping its processes, holding the
+/// config's instance lock: a new one would be refused, so wait (in the kernel, on its
+/// pidfd) until it has exited.
+fn wait_for_leaving_server(paths: &RuntimePaths, timeout: Duration) -> Result<()> {
+    let Some(pid) = crate::server::instance_holder(&paths.config) else {
+        return Ok(());
+    };
+    let Ok(process) = procref::process::Process::open(pid) else {
+        return Ok(());
+    };
+    if tokio::task::block_in_place(|| process.wait_exit(Some(timeout))) {
+        return Ok(());
+    }
+    bail!(
+        "another procman (pid {pid}) holds {} without serving it and did not exit within {}",
+        paths.config.display(),
+        format_timeout(Some(timeout))
+    )
 }
 
 /// Starts `procman serve` in its own session, stdio to a log file beside its runtime

@@ -56,6 +56,12 @@ impl InstanceLock {
     }
 }
 
+/// The pid of the procman holding `config`'s lock, if any, without touching the lock
+/// (a lookup in `/proc/locks`).
+pub fn holder_of(config: &Path) -> Option<u32> {
+    holder(&open(config, false).ok()?)
+}
+
 fn open(path: &Path, directory: bool) -> std::io::Result<File> {
     let mut flags = libc::O_CLOEXEC | libc::O_NONBLOCK;
     if directory {

@@ -25,6 +25,7 @@ use crate::output::{ColorChoice, Output, OutputConfig};
 use crate::supervisor::{self, Containment, Lifeline};
 pub use idle::{ATTACH_DEFAULT, IdlePolicy, IdleWatch};
 use lock::InstanceLock;
+pub use lock::holder_of as instance_holder;
 
 /// How long the end of the run waits for reader threads still blocked on a pipe that a
 /// process stuck in the kernel holds open.
