@@ -441,7 +441,7 @@ impl Runner {
                 script: &script,
                 env: &env,
                 cwd: spec.cwd.as_deref(),
-                cgroup_procs: leaf.as_ref().and_then(containment::cgroup::Leaf::procs_fd),
+                cgroup: leaf.as_ref().and_then(containment::cgroup::Leaf::handle),
             };
             Child::spawn(&self.shell, &launch).map_err(|e| e.to_string())
         });

@@ -9,7 +9,7 @@
 //! whose it was.
 
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,15 +81,15 @@ impl Tree {
         let base = format!("{seq}-{}", sanitize(name));
         let dir = self.dir.join(&base);
         std::fs::create_dir(&dir)?;
-        let procs = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(dir.join("cgroup.procs"));
-        match procs {
-            Ok(procs) => Ok(Leaf {
+        let handle = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_DIRECTORY)
+            .open(&dir);
+        match handle {
+            Ok(handle) => Ok(Leaf {
                 dir,
                 name: format!("{}/{base}", self.name),
-                procs: Some(procs.into()),
+                handle: Some(handle.into()),
             }),
             Err(e) => {
                 let _ = std::fs::remove_dir(&dir);
@@ -105,19 +105,19 @@ pub struct Leaf {
     dir: PathBuf,
     /// Its path as `/proc/PID/cgroup` shows it.
     name: String,
-    /// Open until the process is placed: the child writes itself into it before exec.
-    procs: Option<OwnedFd>,
+    /// The directory, open until the process is placed (`CLONE_INTO_CGROUP` takes it).
+    handle: Option<OwnedFd>,
 }
 
 impl Leaf {
-    /// The `cgroup.procs` descriptor a forked child writes `0` to, to move itself in.
-    pub fn procs_fd(&self) -> Option<RawFd> {
-        self.procs.as_ref().map(AsRawFd::as_raw_fd)
+    /// The directory to start the process in.
+    pub fn handle(&self) -> Option<BorrowedFd<'_>> {
+        self.handle.as_ref().map(AsFd::as_fd)
     }
 
     /// The process is placed (or failed to start): the descriptor is no longer needed.
     pub fn placed(&mut self) {
-        self.procs = None;
+        self.handle = None;
     }
 
     /// `cgroup.events`, for inotify.
