@@ -492,6 +492,7 @@ fn parse_env_pair(arg: &str) -> Result<(String, String), String> {
 
 /// Entry point of the `procman` binary.
 pub fn main() -> ExitCode {
+    crate::supervisor::lifeline::guardian_main();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Check { config, env }) => client::check(&config, &env.load_options(false)),

@@ -79,6 +79,7 @@ async fn ensure_server(
         if let Some(server) = ServerInfo::read(&paths.discovery).filter(ServerInfo::is_live) {
             return Ok(server);
         }
+        wait_for_leaving_server(paths, options.startup_timeout)?;
         spawn_server(paths, options).await
     }
     .await;
@@ -86,17 +87,32 @@ async fn ensure_server(
     result
 }
 
+/// A server that stopped listening may still be stopping its processes, holding the
+/// config's instance lock: a new one would be refused, so wait (in the kernel, on its
+/// pidfd) until it has exited.
+fn wait_for_leaving_server(paths: &RuntimePaths, timeout: Duration) -> Result<()> {
+    let Some(pid) = crate::server::instance_holder(&paths.config) else {
+        return Ok(());
+    };
+    let Ok(process) = procref::process::Process::open(pid) else {
+        return Ok(());
+    };
+    if tokio::task::block_in_place(|| process.wait_exit(Some(timeout))) {
+        return Ok(());
+    }
+    bail!(
+        "another procman (pid {pid}) holds {} without serving it and did not exit within {}",
+        paths.config.display(),
+        format_timeout(Some(timeout))
+    )
+}
+
 /// Starts `procman serve` in its own session, stdio to a log file beside its runtime
 /// files, and waits until it reports that it listens.
 async fn spawn_server(paths: &RuntimePaths, options: &AttachOptions) -> Result<ServerInfo> {
     let exe = std::env::current_exe().context("locating the procman executable")?;
     let log_path = paths.discovery.with_extension("log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&log_path)
-        .with_context(|| format!("opening the server log {}", log_path.display()))?;
+    let log = open_server_log(&log_path)?;
     let (ready_read, ready_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let ready_fd = {
         use std::os::fd::AsRawFd;
@@ -167,6 +183,56 @@ async fn spawn_server(paths: &RuntimePaths, options: &AttachOptions) -> Result<S
                 log_tail()
             )
         })
+}
+
+/// Opens (creating it, mode 0600) the log of a server this attach starts, appending to the
+/// previous servers' output. Never through a symlink, never a file that is not a plain
+/// file of ours private to us: such a file is refused, untouched.
+fn open_server_log(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| {
+        anyhow!(
+            "refusing the server log {}: {why}; remove it (`rm {}`) if it is a leftover",
+            path.display(),
+            path.display()
+        )
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        // No symlink; no blocking on a planted FIFO.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refuse("it is a symbolic link".into()),
+            _ => {
+                anyhow::Error::new(e).context(format!("opening the server log {}", path.display()))
+            }
+        })?;
+    let meta = log
+        .metadata()
+        .with_context(|| format!("checking the server log {}", path.display()))?;
+    let euid = rustix::process::geteuid().as_raw();
+    if !meta.file_type().is_file() {
+        return Err(refuse("it is not a regular file".into()));
+    }
+    if meta.uid() != euid {
+        return Err(refuse(format!(
+            "it is owned by uid {}, not by this user (uid {euid})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(refuse(format!(
+            "its mode {:o} lets other users read or write it",
+            meta.mode() & 0o7777
+        )));
+    }
+    if meta.nlink() != 1 {
+        return Err(refuse(format!("it has {} hard links", meta.nlink())));
+    }
+    Ok(log)
 }
 
 /// Waits until every configured long-running process runs and no dependency is pending:

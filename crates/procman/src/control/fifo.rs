@@ -125,6 +125,11 @@ pub(crate) async fn read_loop(mut receiver: pipe::Receiver, tx: mpsc::Sender<Inc
             }
         };
         splitter.push(&buf[..n], &mut pieces);
+        // We hold the FIFO open ourselves, so a writer's close is never seen: a complete
+        // message that its writer did not end with a newline is taken as it stands.
+        if let Some(line) = splitter.take_if_complete(is_json) {
+            pieces.push(Piece::Line(line));
+        }
         for piece in pieces.drain(..) {
             let results = match piece {
                 Piece::Line(line) => recover(&line),

@@ -51,6 +51,20 @@ impl LineSplitter {
         let line = std::mem::take(&mut self.buf);
         (!self.discarding && !line.iter().all(u8::is_ascii_whitespace)).then_some(line)
     }
+
+    /// The unterminated line so far, if `complete` says it is already a whole message: for
+    /// a stream whose end we never see (the FIFO, which the server holds open itself), a
+    /// writer that closed without a final newline. Only tried when the line ends in `}`.
+    pub(crate) fn take_if_complete(
+        &mut self,
+        complete: impl FnOnce(&[u8]) -> bool,
+    ) -> Option<Vec<u8>> {
+        let last = self.buf.iter().rposition(|b| !b.is_ascii_whitespace())?;
+        if self.discarding || self.buf[last] != b'}' || !complete(&self.buf) {
+            return None;
+        }
+        Some(std::mem::take(&mut self.buf))
+    }
 }
 
 #[cfg(test)]
@@ -72,6 +86,26 @@ mod tests {
             split(&[b"ab", b"c\n\n  \nd", b"e\n"]),
             vec![Piece::Line(b"abc".to_vec()), Piece::Line(b"de".to_vec())]
         );
+    }
+
+    #[test]
+    fn a_complete_unterminated_line_is_taken_only_when_complete() {
+        let json = |b: &[u8]| crate::protocol::is_json(b);
+        let mut s = LineSplitter::default();
+        let mut out = Vec::new();
+        s.push(br#"{"type":"shutdown"#, &mut out);
+        assert_eq!(s.take_if_complete(json), None);
+        s.push(br#"","message":"{}"}  "#, &mut out);
+        assert_eq!(
+            s.take_if_complete(json),
+            Some(br#"{"type":"shutdown","message":"{}"}  "#.to_vec())
+        );
+        // What follows starts a new line; a newline alone is a blank line.
+        s.push(b"\n", &mut out);
+        assert!(out.is_empty());
+        s.push(b"not json }", &mut out);
+        assert_eq!(s.take_if_complete(json), None);
+        assert_eq!(s.take_partial(), Some(b"not json }".to_vec()));
     }
 
     #[test]

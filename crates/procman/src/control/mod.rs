@@ -27,4 +27,5 @@ pub use client::{PIPE_BUF, request, send_fifo};
 pub use discovery::ServerInfo;
 pub use error::{ClientError, ControlError};
 pub use listener::{Channel, DEFAULT_IDLE_TIMEOUT, Incoming, Listener, ReplyStream};
+pub(crate) use paths::sanitize;
 pub use paths::{RUNTIME_DIR_ENV, RuntimePaths};

@@ -1,5 +1,6 @@
 //! Where the server for a config lives: one deterministic name per canonical config path.
 
+use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -31,15 +32,12 @@ impl RuntimePaths {
     /// The paths for `config` in [`RuntimePaths::runtime_dir`]. The config must exist: it
     /// is canonicalized so that every spelling of its path finds the same server.
     pub fn for_config(config: &Path) -> Result<RuntimePaths, ControlError> {
-        Self::in_dir(config, &Self::runtime_dir())
+        Self::in_dir(config, &Self::runtime_dir()?)
     }
 
     /// The paths for `config` in an explicit runtime directory (tests, embedding).
     pub fn in_dir(config: &Path, runtime_dir: &Path) -> Result<RuntimePaths, ControlError> {
-        let canonical = std::fs::canonicalize(config).map_err(|source| ControlError::Config {
-            path: config.to_owned(),
-            source,
-        })?;
+        let canonical = canonical(config)?;
         let stem = stem(&canonical);
         Ok(RuntimePaths {
             fifo: runtime_dir.join(format!("{stem}.fifo")),
@@ -49,12 +47,14 @@ impl RuntimePaths {
         })
     }
 
-    /// `$PROCMAN_RUNTIME_DIR` if set and non-empty, else the system temp dir (as procman 0.12).
-    pub fn runtime_dir() -> PathBuf {
-        std::env::var_os(RUNTIME_DIR_ENV)
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir)
+    /// The private directory of this user's servers, created (mode 0700) if missing and
+    /// verified before use (a real directory, not a symlink, owned by this user, writable
+    /// by no one else): `$PROCMAN_RUNTIME_DIR` if set and non-empty, else
+    /// `$XDG_RUNTIME_DIR/procman`, else `procman-{uid}` in the system temp dir.
+    pub fn runtime_dir() -> Result<PathBuf, ControlError> {
+        let dir = runtime_dir_path(|name| std::env::var_os(name));
+        ensure_private(&dir)?;
+        Ok(dir)
     }
 
     /// The procref service name for this config (`procman-{sanitized}-{hash}`, at most 57
@@ -62,6 +62,31 @@ impl RuntimePaths {
     pub fn service_name(&self) -> String {
         stem(&self.config)
     }
+}
+
+/// Where [`RuntimePaths::runtime_dir`] is, given the environment.
+fn runtime_dir_path(var: impl Fn(&str) -> Option<OsString>) -> PathBuf {
+    let set = |name| var(name).filter(|d| !d.is_empty()).map(PathBuf::from);
+    set(RUNTIME_DIR_ENV)
+        .or_else(|| set("XDG_RUNTIME_DIR").map(|d| d.join("procman")))
+        .unwrap_or_else(|| {
+            let uid = rustix::process::geteuid().as_raw();
+            std::env::temp_dir().join(format!("procman-{uid}"))
+        })
+}
+
+fn ensure_private(dir: &Path) -> Result<(), ControlError> {
+    procref::discovery::ensure_private_dir(dir).map_err(|e| ControlError::RuntimeDir {
+        path: dir.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn canonical(config: &Path) -> Result<PathBuf, ControlError> {
+    std::fs::canonicalize(config).map_err(|source| ControlError::Config {
+        path: config.to_owned(),
+        source,
+    })
 }
 
 /// `procman-{sanitize(D)}-{hash(P)}` for a canonical config path `P` in directory `D`.
@@ -148,6 +173,53 @@ mod tests {
         assert_eq!(p1.discovery, rt.join(format!("procman-alpha-{hash}.json")));
         assert_eq!(p1.service_name(), format!("procman-alpha-{hash}"));
         assert!(p1.service_name().len() <= 100);
+    }
+
+    #[test]
+    fn runtime_dir_is_the_override_else_xdg_else_per_user_temp() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        let path = |vars| runtime_dir_path(env(vars));
+        assert_eq!(
+            path(&[(RUNTIME_DIR_ENV, "/r"), ("XDG_RUNTIME_DIR", "/x")]),
+            PathBuf::from("/r")
+        );
+        assert_eq!(
+            path(&[(RUNTIME_DIR_ENV, ""), ("XDG_RUNTIME_DIR", "/x")]),
+            PathBuf::from("/x/procman")
+        );
+        let uid = rustix::process::geteuid().as_raw();
+        assert_eq!(
+            path(&[("XDG_RUNTIME_DIR", "")]),
+            std::env::temp_dir().join(format!("procman-{uid}"))
+        );
+    }
+
+    #[test]
+    fn runtime_dir_is_created_private_and_planted_ones_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = tmp.path().join("fresh");
+        ensure_private(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let target = tmp.path().join("elsewhere");
+        std::fs::create_dir(&target).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        for (dir, why) in [(&link, "symlink"), (&open, "write to it")] {
+            let err = ensure_private(dir).unwrap_err().to_string();
+            assert!(err.contains("cannot use runtime directory"), "{err}");
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]

@@ -82,6 +82,37 @@ async fn fifo_run_and_shutdown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_message_without_final_newline_is_processed() {
+    let fx = fixture();
+    let mut listener = Listener::bind(&fx.paths).await.unwrap();
+    let line = protocol_line(&run("bare"));
+    let bare = line.trim_end().as_bytes().to_vec();
+    // One writer closes without a newline; the next one's message still arrives on its own.
+    write_raw(&fx.paths.fifo, vec![bare]).join().unwrap();
+    assert_eq!(next(&mut listener).await.request.unwrap(), run("bare"));
+    send_fifo(&fx.paths, &run("after")).unwrap();
+    assert_eq!(next(&mut listener).await.request.unwrap(), run("after"));
+    // A message split across writes is taken whole, once complete.
+    let (head, tail) = line.split_at(10);
+    write_raw(
+        &fx.paths.fifo,
+        vec![
+            head.as_bytes().to_vec(),
+            tail.trim_end().as_bytes().to_vec(),
+        ],
+    )
+    .join()
+    .unwrap();
+    assert_eq!(next(&mut listener).await.request.unwrap(), run("bare"));
+}
+
+fn protocol_line(message: &Message) -> String {
+    let mut line = serde_json::to_string(message).unwrap();
+    line.push('\n');
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifo_bad_lines_are_reported_and_later_messages_arrive() {
     let fx = fixture();
     let mut listener = Listener::bind(&fx.paths).await.unwrap();

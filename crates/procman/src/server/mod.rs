@@ -1,11 +1,18 @@
-//! The server side of `procman run` and `procman serve`: bootstrap (config, instance check,
-//! lifeline, listener, output) and then the supervisor until it is done.
+//! The server side of `procman run` and `procman serve`: bootstrap and then the supervisor
+//! until it is done.
+//!
+//! Bootstrap order: config (read only), the instance lock on the config ([`lock`]),
+//! containment (subreaper, procman's cgroup) and the guardian (both before any thread
+//! exists), the listener (refuses a live server for the same config), the lock on the log
+//! directory, the output (which prepares the log directory), then the supervisor. So a
+//! refused second instance has created, truncated and spawned nothing.
 //!
 //! Both modes listen on the config's FIFO and socket, so `status`, `stop`, `restart` and
 //! `stop --process` work against either; only `serve` accepts new processes (`start`) and
 //! may leave by itself when idle ([`idle`]).
 
 pub mod idle;
+mod lock;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,8 +22,14 @@ use anyhow::{Context, Result, bail};
 use crate::config;
 use crate::control::{Listener, RuntimePaths};
 use crate::output::{ColorChoice, Output, OutputConfig};
-use crate::supervisor::{self, Lifeline};
+use crate::supervisor::{self, Containment, Lifeline};
 pub use idle::{ATTACH_DEFAULT, IdlePolicy, IdleWatch};
+use lock::InstanceLock;
+pub use lock::holder_of as instance_holder;
+
+/// How long the end of the run waits for reader threads still blocked on a pipe that a
+/// process stuck in the kernel holds open.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How `run` or `serve` was invoked.
 #[derive(Debug, Clone)]
@@ -47,18 +60,24 @@ pub fn run(invocation: Invocation) -> Result<i32> {
             return Ok(1);
         }
     };
+    // The instance check comes before anything is created or truncated: a second
+    // procman for this config is refused with the first one's pid.
+    let lock = InstanceLock::config(&config.path)?;
     raise_open_file_limit();
-    // Before any thread exists: the guardian is forked from a single-threaded process.
-    let lifeline = Arc::new(Lifeline::start().context("starting the lifeline guardian")?);
+    // Before any thread exists: becoming a subreaper, and forking the guardian.
+    let containment = Containment::init();
+    let lifeline = Arc::new(
+        Lifeline::start(containment.instance(), containment.cgroup_dir())
+            .context("starting the lifeline guardian")?,
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        // The instance check comes before anything is created or truncated: a second
-        // procman for this config is refused with the first one's pid.
+    let code = runtime.block_on(async move {
         let paths = RuntimePaths::for_config(&config.path)?;
         let listener = Listener::bind(&paths).await?;
+        let _lock = lock.log_dir(&invocation.log_dir)?;
         let output = Output::stdout(OutputConfig {
             log_dir: Some(invocation.log_dir.clone()),
             color: ColorChoice::Auto,
@@ -83,8 +102,12 @@ pub fn run(invocation: Invocation) -> Result<i32> {
             serve: invocation.serve,
             ready,
         };
-        Ok(supervisor::run(config, options, output, lifeline, listening).await)
-    })
+        Ok(supervisor::run(config, options, output, containment, lifeline, listening).await)
+    });
+    // Reader threads have reached EOF unless a process stuck in the kernel holds a pipe;
+    // do not wait for ever on those.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    code
 }
 
 /// Each child costs the supervisor a few descriptors (output pipe, pidfd, log file) while

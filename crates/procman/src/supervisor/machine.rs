@@ -156,6 +156,9 @@ pub enum Event {
     Interrupt(i32),
     /// No client for long enough (serve mode).
     Idle(String),
+    /// The supervisor cannot go on safely (its guardian died and no new one could be
+    /// started): stop everything and exit 1.
+    Fatal(String),
     /// The `--debug` pause ended.
     Resume,
 }
@@ -509,6 +512,7 @@ impl Machine {
                 self.log(reason.clone());
                 self.shutdown(Stop::Requested { reason }, now);
             }
+            Event::Fatal(reason) => self.shutdown(Stop::Failure { reason, code: 1 }, now),
             Event::Resume => self.resume(now),
         }
         self.settle(now);

@@ -2,22 +2,26 @@
 //! layer that performs its effects.
 //!
 //! Everything that can happen arrives as an [`Input`] on one channel: a child's group
-//! leader exited (its pidfd became readable), a timer fired, a dependency waiter or a watch
-//! reported, a control request or a signal came. The runner turns each into a machine
-//! [`Event`], and performs the [`Effect`]s the machine returns: it spawns, signals, arms
-//! timers, replies. No handler awaits a process. Between inputs the supervisor sleeps in the
-//! kernel: an idle supervisor never wakes up.
+//! leader exited (its pidfd became readable), something of a process that outlived its
+//! leader may be gone (SIGCHLD, `cgroup.events`, a stray's pidfd), the guardian died, a
+//! timer fired, a dependency waiter or a watch reported, a control request or a signal
+//! came. The runner turns each into a machine [`Event`], and performs the [`Effect`]s the
+//! machine returns: it spawns, signals, arms timers, replies. No handler awaits a process.
+//! Between inputs the supervisor sleeps in the kernel: an idle supervisor never wakes up.
 //!
-//! `child` spawns one process, `lifeline` kills every group if the supervisor dies,
+//! `child` spawns one process, `containment` holds each process with everything it starts
+//! (cgroup or process group, subreaper), `lifeline` kills all of it if the supervisor dies,
 //! `tasks` runs dependency waiters and watches, `listening` is the control side.
 
 mod child;
+pub mod containment;
 pub mod lifeline;
 mod listening;
 pub mod machine;
 mod tasks;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +36,8 @@ use crate::output::Output;
 use crate::protocol::{Exit, Message, ProcessName, Reply};
 pub use child::Shell;
 use child::{Child, Launch};
+pub use containment::Containment;
+use containment::{Unit, Watcher};
 pub use lifeline::Lifeline;
 use listening::Listener;
 pub use listening::Listening;
@@ -53,17 +59,31 @@ pub struct Options {
 enum Input {
     /// Straight to the machine.
     Event(Event),
-    /// A group leader's pidfd became readable (and its output was drained).
-    LeaderExited { name: ProcessName, pid: u32 },
-    /// Nothing is left in the process group of a leader that already exited.
-    GroupEmpty { name: ProcessName, pid: u32 },
+    /// A group leader's pidfd became readable; `drained` when its output reached EOF
+    /// (nothing else holds the pipe).
+    LeaderExited {
+        name: ProcessName,
+        pid: u32,
+        drained: bool,
+    },
+    /// A child of ours exited (SIGCHLD), a watched `cgroup.events` changed or a stray
+    /// exited: reap orphans and look which processes that outlived their leader are gone.
+    Contained,
+    /// The guardian's pidfd became readable.
+    GuardianExited,
     /// A control request.
     Control(Incoming),
 }
 
-/// How often the runner looks whether a process group that outlived its leader is empty.
-/// The kernel reports no event for that; this runs only while such a group exists.
-const GROUP_CHECK: Duration = Duration::from_millis(20);
+/// A unit (a process run and what it started) from spawn until nothing of it is left.
+struct Tracked {
+    name: ProcessName,
+    unit: Unit,
+    /// Inode of its output pipe, to find descendants that left the group but hold it.
+    pipe_inode: u64,
+    /// The leader exited; the rest is being waited for.
+    leader_gone: bool,
+}
 
 /// How long after a leader's exit its output may still drain before the exit is handled,
 /// so that descendants holding the pipe cannot delay it.
@@ -75,6 +95,7 @@ pub async fn run(
     config: Config,
     options: Options,
     output: Output,
+    containment: Containment,
     lifeline: Arc<Lifeline>,
     listening: Listening,
 ) -> i32 {
@@ -101,6 +122,9 @@ pub async fn run(
         config,
         options,
         output,
+        containment,
+        watcher: None,
+        units: HashMap::new(),
         lifeline,
         shell: Shell::detect(),
         base_env,
@@ -123,6 +147,11 @@ struct Runner {
     config: Arc<Config>,
     options: Options,
     output: Output,
+    containment: Containment,
+    /// Wakes the runner when a watched `cgroup.events` changes (cgroup mode).
+    watcher: Option<Arc<Watcher>>,
+    /// Every unit with something left, by leader pid.
+    units: HashMap<u32, Tracked>,
     lifeline: Arc<Lifeline>,
     shell: Shell,
     base_env: BTreeMap<String, String>,
@@ -152,6 +181,8 @@ impl Runner {
         listening: Listening,
     ) -> i32 {
         self.forward_signals();
+        self.watch_containment();
+        self.watch_guardian();
         let count = self.config.processes.iter().filter(|p| p.autostart).count();
         let mode = if listening.serve.is_some() {
             "serve"
@@ -160,6 +191,11 @@ impl Runner {
         };
         self.output
             .procman(&format!("started with {count} process(es), mode={mode}"));
+        self.output.procman(&format!(
+            "{}; guardian [{}]",
+            self.containment.describe(),
+            self.lifeline.guardian()
+        ));
         self.listener = Some(Listener::start(listening, &self.output, &self.inputs));
         let mut effects = self.machine.start(Now::read());
         loop {
@@ -167,38 +203,41 @@ impl Runner {
                 self.finish(code).await;
                 return code;
             }
-            let event = match self.local.pop_front() {
-                Some(event) => event,
+            effects = match self.local.pop_front() {
+                Some(event) => self.machine.handle(Now::read(), event),
                 None => match inbox.recv().await {
-                    Some(input) => match self.translate(input) {
-                        Some(event) => event,
-                        None => {
-                            effects = Vec::new();
-                            continue;
-                        }
-                    },
-                    None => Event::Idle("the event channel closed".into()),
+                    Some(input) => self.handle(input),
+                    None => self
+                        .machine
+                        .handle(Now::read(), Event::Idle("the event channel closed".into())),
                 },
             };
-            effects = self.machine.handle(Now::read(), event);
+        }
+    }
+
+    /// Handles one input: the system-level part first, then the machine.
+    fn handle(&mut self, input: Input) -> Vec<Effect> {
+        if let Input::GuardianExited = input {
+            return self.replace_guardian();
+        }
+        match self.translate(input) {
+            Some(event) => self.machine.handle(Now::read(), event),
+            None => Vec::new(),
         }
     }
 
     /// Turns an input into a machine event, doing the system-level part first (reaping,
-    /// group checks, parking a request's reply channel).
+    /// containment checks, parking a request's reply channel).
     fn translate(&mut self, input: Input) -> Option<Event> {
         match input {
             Input::Event(event) => Some(event),
-            Input::LeaderExited { name, pid } => {
+            Input::LeaderExited { name, pid, drained } => {
                 let child = self.children.get_mut(&name).filter(|c| c.pid() == pid)?;
                 let status = child.try_reap()?;
-                let group_alive = child.group_alive();
                 self.children.remove(&name);
-                if group_alive {
-                    self.watch_group(name.clone(), pid);
-                } else {
-                    self.lifeline.forget(pid);
-                }
+                // The leader may have hidden exited orphans from the reaper.
+                self.reap_orphans();
+                let group_alive = self.leader_gone(pid, drained);
                 Some(Event::Exited {
                     name,
                     pid,
@@ -206,10 +245,22 @@ impl Runner {
                     group_alive,
                 })
             }
-            Input::GroupEmpty { name, pid } => {
-                self.lifeline.forget(pid);
-                Some(Event::GroupGone { name, pid })
+            Input::Contained => {
+                self.reap_orphans();
+                let gone: Vec<u32> = self
+                    .units
+                    .iter()
+                    .filter(|(_, t)| t.leader_gone && !t.unit.alive())
+                    .map(|(pid, _)| *pid)
+                    .collect();
+                for pid in gone {
+                    if let Some(name) = self.release(pid) {
+                        self.local.push_back(Event::GroupGone { name, pid });
+                    }
+                }
+                None
             }
+            Input::GuardianExited => None,
             Input::Control(incoming) if matches!(incoming.request, Ok(Message::Subscribe)) => {
                 self.subscribe(incoming);
                 None
@@ -285,7 +336,9 @@ impl Runner {
                         Sig::Term => rustix::process::Signal::TERM,
                         Sig::Kill => rustix::process::Signal::KILL,
                     };
-                    child::signal_group(pid, signal);
+                    if let Some(tracked) = self.units.get(&pid) {
+                        tracked.unit.signal(signal);
+                    }
                 }
                 Effect::Arm {
                     name,
@@ -374,17 +427,30 @@ impl Runner {
                 error: "no such process".into(),
             };
         };
+        let leaf = match self.containment.prepare(name) {
+            Ok(leaf) => leaf,
+            Err(e) => {
+                return Event::SpawnFailed {
+                    name: name.clone(),
+                    error: format!("cannot create its cgroup: {e}"),
+                };
+            }
+        };
         let spawned = self.prepare(&spec, env).and_then(|(script, env)| {
             let launch = Launch {
                 script: &script,
                 env: &env,
                 cwd: spec.cwd.as_deref(),
+                cgroup: leaf.as_ref().and_then(containment::cgroup::Leaf::handle),
             };
             Child::spawn(&self.shell, &launch).map_err(|e| e.to_string())
         });
         let (child, pipe) = match spawned {
             Ok(spawned) => spawned,
             Err(error) => {
+                if let Some(leaf) = leaf {
+                    leaf.remove();
+                }
                 return Event::SpawnFailed {
                     name: name.clone(),
                     error,
@@ -393,6 +459,19 @@ impl Runner {
         };
         let pid = child.pid();
         self.lifeline.watch(pid);
+        let leaf = leaf.map(|mut leaf| {
+            leaf.placed();
+            leaf
+        });
+        self.units.insert(
+            pid,
+            Tracked {
+                name: name.clone(),
+                unit: Unit::new(pid, leaf),
+                pipe_inode: pipe_inode(&pipe),
+                leader_gone: false,
+            },
+        );
         let capture = self.output.capture(name, pipe);
         let exited = child.exit_signal();
         let inputs = self.inputs.clone();
@@ -401,14 +480,16 @@ impl Runner {
             exited.wait().await;
             // Let the capture drain what the process wrote before its exit is handled,
             // without waiting on descendants that keep the pipe open.
-            let _ = tokio::time::timeout(
+            let drained = tokio::time::timeout(
                 DRAIN_GRACE,
                 tokio::task::spawn_blocking(move || capture.join()),
             )
-            .await;
+            .await
+            .is_ok();
             let _ = inputs.send(Input::LeaderExited {
                 name: task_name,
                 pid,
+                drained,
             });
         });
         self.children.insert(name.clone(), child);
@@ -437,6 +518,10 @@ impl Runner {
         env.extend(spec.instance_env.clone());
         env.extend(extra_env);
         env.insert(
+            containment::INSTANCE_ENV.into(),
+            self.containment.instance().to_owned(),
+        );
+        env.insert(
             "PROCMAN_OUTPUT".into(),
             output_file(&self.options.log_dir, &spec.name)
                 .to_string_lossy()
@@ -446,16 +531,162 @@ impl Runner {
         Ok((script, env))
     }
 
-    /// Reports when the group of a leader that exited is empty. The kernel has no event
-    /// for that, so this looks every [`GROUP_CHECK`], only while such a group exists.
-    fn watch_group(&self, name: ProcessName, pid: u32) {
+    /// A leader exited and was reaped: whether anything of its unit is left. If so, the
+    /// unit is watched until it is gone ([`Input::Contained`]); if not, it is released.
+    fn leader_gone(&mut self, pid: u32, drained: bool) -> bool {
+        let spare = self.own_children();
+        let groups_mode = self.containment.cgroup_dir().is_none();
+        let Some(tracked) = self.units.get_mut(&pid) else {
+            return false;
+        };
+        tracked.leader_gone = true;
+        if !drained {
+            self.containment
+                .add_strays(&mut tracked.unit, tracked.pipe_inode, &spare);
+        }
+        // Watch before looking, so that a change in between still wakes us.
+        if let (Some(events), Some(watcher)) = (tracked.unit.events(), &self.watcher) {
+            let _ = watcher.watch(&events);
+        }
+        for stray in tracked.unit.strays() {
+            self.lifeline.watch_stray(stray.pid, stray.start);
+            let exited = Arc::clone(&stray.exited);
+            let inputs = self.inputs.clone();
+            tokio::spawn(async move {
+                let _ = exited.readable().await;
+                let _ = inputs.send(Input::Contained);
+            });
+        }
+        let alive = tracked.unit.alive();
+        // Its children became ours; those still holding its output are worth a scan
+        // (the others carry PROCMAN_INSTANCE for the guardian).
+        if groups_mode && !drained {
+            self.guard_adopted();
+        }
+        if !alive {
+            self.release(pid);
+        }
+        alive
+    }
+
+    /// Nothing of unit `pid` is left: removes its cgroup, tells the guardian to forget it,
+    /// and returns its process name.
+    fn release(&mut self, pid: u32) -> Option<ProcessName> {
+        let tracked = self.units.remove(&pid)?;
+        self.lifeline.forget(pid);
+        for stray in tracked.unit.strays() {
+            self.lifeline.forget_stray(stray.pid);
+        }
+        tracked.unit.remove();
+        Some(tracked.name)
+    }
+
+    /// The leaders and the guardian: our children that others reap.
+    fn own_children(&self) -> HashSet<u32> {
+        let mut own: HashSet<u32> = self.children.values().map(Child::pid).collect();
+        own.insert(self.lifeline.guardian());
+        own
+    }
+
+    /// Reaps exited orphans (procman is their subreaper); adopted processes it reaped
+    /// need no guarding any more, and their children are adopted in turn.
+    fn reap_orphans(&mut self) {
+        let own = self.own_children();
+        let reaped = containment::reaper::reap_orphans(|pid| own.contains(&pid));
+        for pid in &reaped.orphans {
+            self.lifeline.forget_stray(*pid);
+        }
+        if !reaped.orphans.is_empty() && self.containment.cgroup_dir().is_none() {
+            self.guard_adopted();
+        }
+    }
+
+    /// Process-group mode: tells the guardian about every orphan procman adopted, which no
+    /// process group of ours may hold any more.
+    fn guard_adopted(&self) {
+        for p in self.containment.adopted(&self.own_children()) {
+            self.lifeline.watch_stray(p.pid, p.start);
+        }
+    }
+
+    /// The guardian died: start another one, or shut down if none can be started.
+    fn replace_guardian(&mut self) -> Vec<Effect> {
+        let old = self.lifeline.guardian();
+        match self.lifeline.replace() {
+            Ok(new) => {
+                self.output.procman(&format!(
+                    "the guardian [{old}] exited; started a new one [{new}] to kill every process if procman dies"
+                ));
+                self.watch_guardian();
+                self.reap_orphans();
+                Vec::new()
+            }
+            Err(e) => self.machine.handle(
+                Now::read(),
+                Event::Fatal(format!(
+                    "the guardian [{old}] exited and a new one cannot be started ({e}): nothing would stop the processes if procman died"
+                )),
+            ),
+        }
+    }
+
+    /// Sends [`Input::GuardianExited`] when the guardian exits.
+    fn watch_guardian(&self) {
+        let exited = self
+            .lifeline
+            .guardian_pidfd()
+            .and_then(containment::readable_fd);
+        let exited = match exited {
+            Ok(exited) => exited,
+            Err(e) => {
+                self.output
+                    .procman(&format!("cannot watch the guardian: {e}"));
+                return;
+            }
+        };
         let inputs = self.inputs.clone();
         tokio::spawn(async move {
-            while child::group_alive(pid) {
-                tokio::time::sleep(GROUP_CHECK).await;
+            if exited.readable().await.is_ok() {
+                let _ = inputs.send(Input::GuardianExited);
             }
-            let _ = inputs.send(Input::GroupEmpty { name, pid });
         });
+    }
+
+    /// Turns SIGCHLD and `cgroup.events` changes into [`Input::Contained`].
+    fn watch_containment(&mut self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::child()) {
+            Ok(mut stream) => {
+                let inputs = self.inputs.clone();
+                tokio::spawn(async move {
+                    while stream.recv().await.is_some() {
+                        if inputs.send(Input::Contained).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => self.output.procman(&format!(
+                "cannot watch for SIGCHLD, orphans stay unreaped: {e}"
+            )),
+        }
+        match self.containment.start_watching() {
+            Ok(Some(watcher)) => {
+                self.watcher = Some(Arc::clone(&watcher));
+                let inputs = self.inputs.clone();
+                tokio::spawn(async move {
+                    while watcher.changed().await.is_ok() {
+                        if inputs.send(Input::Contained).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Ok(None) => {}
+            Err(e) => self
+                .output
+                .procman(&format!("cannot watch cgroup.events: {e}")),
+        }
     }
 
     /// Turns SIGINT and SIGTERM into events.
@@ -505,9 +736,29 @@ impl Runner {
         if let Some(listener) = self.listener.take() {
             listener.close().await;
         }
+        // Whatever is left (descendants that escaped their group, or a process stuck
+        // after SIGKILL) goes now, so that every output pipe reaches EOF.
+        let killed = self.containment.end(&[self.lifeline.guardian()]);
+        if !killed.is_empty() {
+            let list: Vec<String> = killed
+                .iter()
+                .map(|k| format!("{} [{}]", k.comm, k.pid))
+                .collect();
+            self.output.procman(&format!(
+                "killed {} process(es) left behind: {}",
+                killed.len(),
+                list.join(", ")
+            ));
+        }
+        self.reap_orphans();
         self.output.procman(&format!("exiting with code {code}"));
         let _ = self.output.flush();
     }
+}
+
+/// The inode of a pipe, as `/proc/PID/fd` links name it (`pipe:[INODE]`).
+fn pipe_inode(pipe: &OwnedFd) -> u64 {
+    rustix::fs::fstat(pipe).map_or(0, |st| st.st_ino)
 }
 
 /// Where a process's `$PROCMAN_OUTPUT` file is.

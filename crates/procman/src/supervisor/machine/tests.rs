@@ -560,6 +560,18 @@ fn restart_and_stop_of_waiting_backing_off_and_ended_processes() {
 }
 
 #[test]
+fn a_fatal_condition_stops_everything_and_exits_1() {
+    let mut h = Harness::new("w:\n  run: w\n");
+    h.start();
+    h.spawned("w", 10);
+    let effects = h.event(Event::Fatal("no guardian".into()));
+    assert!(logs(&effects).contains("shutting down: no guardian"));
+    assert_eq!(signals(&effects), [("w".to_owned(), Sig::Term)]);
+    let effects = h.exited("w", 10, Exit::Signal(libc::SIGTERM));
+    assert_eq!(finish(&effects), Some(1));
+}
+
+#[test]
 fn shutdown_during_backoff_cancels_the_restart() {
     let mut h = Harness::new("w:\n  run: w\n  restart: always\n");
     h.start();
