@@ -254,7 +254,7 @@ async fn checks_start_poll_interval_apart_even_after_a_slow_check() {
     d.poll_interval = Duration::from_millis(100);
     assert_timed_out(&run(&[d]).await, 900);
     let arrivals = arrivals.lock().unwrap();
-    assert!(arrivals.len() >= 3, "{} checks", arrivals.len());
+    assert!(arrivals.len() >= 2, "{} checks", arrivals.len());
     for pair in arrivals.windows(2) {
         let gap = pair[1] - pair[0];
         assert!(gap >= Duration::from_millis(90), "checks {gap:?} apart");
