@@ -589,8 +589,6 @@ impl SysvRefCounter {
     }
 
     /// The first `semop` on a set we created: lock free, alive, fingerprint and magic,
-
-    /// The first `semop` on a set we created: lock free, alive, fingerprint and magic,
     /// this object's presence, and with `referenced`, its reference.
     fn initialiser(&self, referenced: bool) -> Group {
         let mut g = Group::new();
