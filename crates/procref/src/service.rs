@@ -145,7 +145,12 @@ impl Inner {
         tokio::task::spawn_blocking(move || {
             let result = counter.lock_timeout(timeout);
             if let Err((Ok(true), _local)) = tx.send((result, local)) {
+                // The caller is gone: give the lock back, and the presence that taking it
+                // gave an object without references (see `leave_when_idle`).
                 let _ = counter.unlock();
+                if counter.held() == 0 {
+                    let _ = counter.unwatch();
+                }
             }
         });
         let (result, local) = rx
