@@ -1,9 +1,10 @@
 //! Benchmarks of procref's hot paths, against procref 0.1 where it has one:
 //!
-//! - `raw_pair`: `SysvRefCounter` acquire + release by the name's only user, so the set
-//!   is created by the acquire and removed by the release, every time.
-//! - `raw_pair_shared`: the same pair while another object holds a reference (the release
-//!   is not the last: one `semop` each, the set stays).
+//! - `raw_pair`: `SysvRefCounter` acquire + release by the name's only user, on one
+//!   counter object (which keeps the set while it exists: one `semop` each).
+//! - `raw_pair_shared`: the same pair while another object holds a reference.
+//! - `raw_object_cycle`: new counter object, acquire, release, drop, by the name's only
+//!   user: the set's whole life (created by the acquire, removed by the drop) each time.
 //! - `procref01_raw_pair`: the pair on procref 0.1's `LinuxRefCounter` (which never
 //!   removes its set).
 //! - `warm_acquire`: `SharedService::acquire` + drop of a running service.
@@ -79,7 +80,20 @@ fn raw_pair(c: &mut Criterion) {
             counter.release().expect("release")
         })
     });
+    drop(counter);
     assert!(!set_exists(&name), "raw_pair: set left behind");
+}
+
+fn raw_object_cycle(c: &mut Criterion) {
+    let name = unique("cycle");
+    c.bench_function("raw_object_cycle", |b| {
+        b.iter(|| {
+            let counter = SysvRefCounter::new(&name).expect("counter");
+            counter.acquire().expect("acquire");
+            counter.release().expect("release")
+        })
+    });
+    assert!(!set_exists(&name), "raw_object_cycle: set left behind");
 }
 
 fn raw_pair_shared(c: &mut Criterion) {
@@ -355,6 +369,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     raw_pair(&mut c);
     raw_pair_shared(&mut c);
+    raw_object_cycle(&mut c);
     procref01_raw_pair(&mut c);
     warm_acquire(&mut c);
     keeper_reaction(&mut c);

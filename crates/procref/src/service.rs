@@ -20,6 +20,10 @@
 //!   (so exactly one), from whichever client notices first: an `acquire` that finds it, a
 //!   release (before giving back its reference), or the thread with which every service
 //!   object that acquired watches the keeper ([`crate::keeper_watch`]).
+//! - **presence**: a service object's counter is present on the semaphore set while the
+//!   object holds references; when its last handle goes, it leaves the set, so a service
+//!   object without handles keeps nothing in the kernel. The keeper is present while it
+//!   runs and removes the set when it is done, unless a client is present by then.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -141,7 +145,12 @@ impl Inner {
         tokio::task::spawn_blocking(move || {
             let result = counter.lock_timeout(timeout);
             if let Err((Ok(true), _local)) = tx.send((result, local)) {
+                // The caller is gone: give the lock back, and the presence that taking it
+                // gave an object without references (see `leave_when_idle`).
                 let _ = counter.unlock();
+                if counter.held() == 0 {
+                    let _ = counter.unwatch();
+                }
             }
         });
         let (result, local) = rx
@@ -356,6 +365,26 @@ impl Inner {
     /// Gives back one reference.
     async fn release(&self) -> Result<()> {
         let local = Arc::clone(&self.local).lock_owned().await;
+        let result = self.give_back(local).await;
+        self.leave_when_idle();
+        result
+    }
+
+    /// Once this object holds no reference, its counter leaves the semaphore set: a service
+    /// object without handles does not use the name, so it keeps nothing in the kernel (and
+    /// leaves nothing behind if its process ends without dropping it). The keeper, or the
+    /// last counter object present, removes the set. Skipped while an acquire or release
+    /// of this object is under way: that one checks again when it is done.
+    fn leave_when_idle(&self) {
+        if let Ok(_local) = self.local.try_lock() {
+            if self.counter.held() == 0 {
+                let _ = self.counter.unwatch();
+            }
+        }
+    }
+
+    /// [`release`](Self::release) under `local`, which it gives up before returning.
+    async fn give_back(&self, local: LocalGuard) -> Result<()> {
         self.adopt_before_release();
         if self.settings.on_last_release.is_none() || self.counter.release_unless_last()? {
             if self.settings.on_last_release.is_none() {
@@ -403,6 +432,7 @@ impl Drop for ReferenceGuard<'_> {
     fn drop(&mut self) {
         if let Some(inner) = self.0 {
             let _ = inner.counter.release();
+            inner.leave_when_idle();
         }
     }
 }
@@ -456,6 +486,7 @@ impl Drop for ServiceHandle {
         if inner.settings.on_last_release.is_none() {
             inner.adopt_before_release();
             let _ = inner.counter.release();
+            inner.leave_when_idle();
             return;
         }
         // on_last_release is async and Drop is not: run the release on a helper thread with
@@ -469,6 +500,7 @@ impl Drop for ServiceHandle {
                     let _ = runtime.block_on(inner.release());
                 } else {
                     let _ = inner.counter.release();
+                    inner.leave_when_idle();
                 }
             });
         });

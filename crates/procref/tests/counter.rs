@@ -3,14 +3,16 @@
 //! blocking in the kernel, crash safety of the count and the lock, name independence
 //! (anagrams, 300 names at once), name validation, refusal of foreign sets (wrong mode,
 //! owner, fingerprint, size) without touching them, and removal of the set when no one
-//! uses it any more: at the last release, after SIGKILLed holders by the next user, never
-//! under a watcher or a lock holder, and without losing a racing acquirer's reference.
+//! uses it any more: when the last object present is dropped, after SIGKILLed holders by
+//! the next user, never under an object, a watcher or a lock holder, re-opened with the
+//! object's presence after an outside removal, without losing a racing acquirer's
+//! reference, and never left behind by objects leaving together.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, Proc, remove_counter, set_exists, set_value};
+use common::{Cleanup, Proc, remove_counter, set_exists, set_id, set_value};
 use procref::{Error, RefCounter, SysvRefCounter};
 
 const T: Duration = Duration::from_secs(10);
@@ -66,6 +68,7 @@ fn lock_is_exclusive_and_freed_by_the_kernel_on_sigkill() {
     c.unlock().unwrap();
     assert!(other.try_lock().unwrap());
     other.unlock().unwrap();
+    drop(other);
 
     let mut child = holder("lock", &name);
     assert!(!c.try_lock().unwrap());
@@ -435,45 +438,79 @@ fn foreign_sets_are_refused_and_left_untouched() {
 }
 
 #[test]
-fn the_last_release_removes_the_set() {
+fn the_last_object_present_removes_the_set() {
     let mut cl = Cleanup::default();
     let name = cl.name("last");
+    // One object's pairs reuse one set, which goes when the object is dropped.
     let c = SysvRefCounter::new(&name).unwrap();
+    assert!(!c.is_present(), "a new object touches nothing");
     assert_eq!(c.acquire().unwrap(), 1);
-    assert!(set_exists(&name));
+    assert!(c.is_present());
+    let first = set_id(&name).expect("acquire creates the set");
     assert_eq!(c.release().unwrap(), 0);
-    assert!(!set_exists(&name), "set left after the last release");
+    assert_eq!(c.acquire().unwrap(), 1);
+    assert_eq!(c.release().unwrap(), 0);
+    assert_eq!(set_id(&name), Some(first), "the object's set was not kept");
+    drop(c);
+    assert!(
+        !set_exists(&name),
+        "set left after dropping its only object"
+    );
 
-    // Two holders in two processes: the first release keeps it, the last removes it.
+    // Two holders in two processes: the other's death leaves the set to this object.
+    let c = SysvRefCounter::new(&name).unwrap();
     let other = holder("hold", &name);
     assert_eq!(c.acquire().unwrap(), 2);
     assert_eq!(c.release().unwrap(), 1);
-    assert!(set_exists(&name));
-    drop(other); // SIGKILL: the kernel gives the reference back, the set stays
+    drop(other); // SIGKILL: the kernel gives its reference and presence back
     assert_eq!(c.count().unwrap(), 0);
-    assert!(set_exists(&name), "nobody released, so nobody removed it");
-    // The next user of the name removes it when done.
+    assert!(set_exists(&name), "removed while this object exists");
+    drop(c);
+    assert!(
+        !set_exists(&name),
+        "set left after the last object was dropped"
+    );
+
+    // Every user SIGKILLed: the set stays (the kernel cannot remove it), and the next
+    // user of the name removes it when it is done.
+    let mut killed = holder("hold", &name);
+    killed.kill();
+    assert!(set_exists(&name), "nobody left, so nobody removed it");
     let next = SysvRefCounter::new(&name).unwrap();
     assert_eq!(next.acquire().unwrap(), 1);
     assert_eq!(next.release().unwrap(), 0);
+    drop(next);
     assert!(
         !set_exists(&name),
         "the next user left the abandoned set behind"
     );
 
-    // The lock alone is a use, too: unlocking removes a set nobody else uses.
-    assert!(c.try_lock().unwrap());
-    assert!(set_exists(&name));
-    c.unlock().unwrap();
-    assert!(!set_exists(&name), "set left after unlock");
-
-    // Holding the lock while releasing defers the removal to the unlock.
-    assert!(c.try_lock().unwrap());
-    c.acquire().unwrap();
-    assert_eq!(c.release().unwrap(), 0);
-    assert!(set_exists(&name), "removed while its lock was held");
-    c.unlock().unwrap();
+    // Two objects in one process: the set goes with the last of them.
+    let a = SysvRefCounter::new(&name).unwrap();
+    let b = SysvRefCounter::new(&name).unwrap();
+    assert_eq!(a.acquire().unwrap(), 1);
+    assert_eq!(b.acquire().unwrap(), 2);
+    drop(a);
+    assert_eq!(
+        b.count().unwrap(),
+        1,
+        "dropping an object releases its references"
+    );
+    assert_eq!(b.release().unwrap(), 0);
+    assert!(set_exists(&name), "removed while an object exists");
+    drop(b);
     assert!(!set_exists(&name));
+
+    // The lock makes an object present, too.
+    let l = SysvRefCounter::new(&name).unwrap();
+    assert!(l.try_lock().unwrap());
+    l.unlock().unwrap();
+    assert!(set_exists(&name), "removed while its object exists");
+    drop(l);
+    assert!(
+        !set_exists(&name),
+        "set left after dropping the object that locked"
+    );
 
     // Dropping a counter gives everything back and removes the set.
     let dropped = SysvRefCounter::new(&name).unwrap();
@@ -482,6 +519,30 @@ fn the_last_release_removes_the_set() {
     assert!(dropped.try_lock().unwrap());
     drop(dropped);
     assert!(!set_exists(&name), "set left after dropping its only user");
+
+    // try_remove gives up the presence with the set; the object can be used again.
+    let t = SysvRefCounter::new(&name).unwrap();
+    t.acquire().unwrap();
+    assert!(
+        !t.try_remove().unwrap(),
+        "removed while this object holds a reference"
+    );
+    t.release().unwrap();
+    assert!(t.try_remove().unwrap());
+    assert!(!set_exists(&name) && !t.is_present());
+    assert_eq!(t.acquire().unwrap(), 1);
+    drop(t);
+    assert!(!set_exists(&name));
+
+    // An object that only looks (count) does not keep the set.
+    let looker = SysvRefCounter::new(&name).unwrap();
+    let holder_obj = SysvRefCounter::new(&name).unwrap();
+    holder_obj.acquire().unwrap();
+    assert_eq!(looker.count().unwrap(), 1);
+    assert!(!looker.is_present());
+    drop(holder_obj);
+    assert!(!set_exists(&name), "kept by an object that only counted");
+    assert_eq!(looker.count().unwrap(), 0);
 }
 
 #[test]
@@ -491,10 +552,12 @@ fn watchers_and_lock_holders_keep_the_set() {
     let c = SysvRefCounter::new(&name).unwrap();
     let w = SysvRefCounter::new(&name).unwrap();
     w.watch().unwrap();
-    assert!(w.is_watching());
+    assert!(w.is_present());
     assert!(set_exists(&name), "watch creates the set");
     assert_eq!(c.acquire().unwrap(), 1);
     assert_eq!(c.release().unwrap(), 0);
+    c.unwatch().unwrap();
+    assert!(!c.is_present());
     assert!(set_exists(&name), "removed under a watcher");
 
     // A waiter that is present sleeps on the same set across releases.
@@ -506,33 +569,85 @@ fn watchers_and_lock_holders_keep_the_set() {
     c.acquire().unwrap();
     let (got, w) = waiter.join().unwrap();
     assert!(got, "the watcher was not woken by the acquire");
+    c.unwatch().unwrap();
+    assert!(c.is_present(), "unwatch gave up the presence of a holder");
     c.release().unwrap();
-    assert!(set_exists(&name));
     assert!(!c.try_remove().unwrap(), "try_remove removed a watched set");
+    assert!(c.is_present(), "a failed try_remove gave up the presence");
     w.unwatch().unwrap();
+    c.unwatch().unwrap();
     assert!(!set_exists(&name), "unwatch of the last user left the set");
 
     // A watcher in another process, then SIGKILLed: its presence goes with it.
     let mut watcher = holder("watch", &name);
     c.acquire().unwrap();
     assert_eq!(c.release().unwrap(), 0);
+    c.unwatch().unwrap();
     assert!(set_exists(&name), "removed under another process's watcher");
     watcher.kill();
     assert!(set_exists(&name), "nobody removed it yet");
     c.acquire().unwrap();
     assert_eq!(c.release().unwrap(), 0);
+    c.unwatch().unwrap();
     assert!(
         !set_exists(&name),
-        "the watcher died; the last release should remove the set"
+        "the watcher died; this object leaving should remove the set"
     );
 
     // A lock holder in another process keeps it, too.
     let mut locker = holder("lock", &name);
     c.acquire().unwrap();
     assert_eq!(c.release().unwrap(), 0);
+    drop(c);
     assert!(set_exists(&name), "removed under a lock holder");
     locker.kill();
+    let c = SysvRefCounter::new(&name).unwrap();
     assert!(c.try_remove().unwrap());
+    assert!(!set_exists(&name));
+}
+
+#[test]
+fn a_set_removed_from_outside_is_reopened_with_the_objects_presence() {
+    let mut cl = Cleanup::default();
+    let name = cl.name("reopen");
+    let c = SysvRefCounter::new(&name).unwrap();
+    assert_eq!(c.acquire().unwrap(), 1);
+    assert_eq!(c.acquire().unwrap(), 2);
+    let old = set_id(&name).unwrap();
+    common::force_remove_set(&name); // ipcrm
+    assert_eq!(
+        c.release().unwrap(),
+        1,
+        "references not restored on the fresh set"
+    );
+    assert_ne!(set_id(&name), Some(old));
+    assert!(c.is_present());
+    assert_eq!(set_value(&name, 7), Some(1), "presence not restored");
+    assert_eq!(c.release().unwrap(), 0);
+    assert!(
+        set_exists(&name),
+        "the fresh set went while its object exists"
+    );
+
+    // An object that only watches, waiting for zero: the fresh set is its again.
+    let w = SysvRefCounter::new(&name).unwrap();
+    w.watch().unwrap();
+    drop(c);
+    assert!(set_exists(&name), "removed under a watcher");
+    common::force_remove_set(&name);
+    assert!(w.wait_zero(Some(Duration::ZERO)).unwrap());
+    assert!(w.is_present());
+    assert_eq!(
+        set_value(&name, 7),
+        Some(1),
+        "the watcher is not present on the fresh set"
+    );
+    let x = SysvRefCounter::new(&name).unwrap();
+    x.acquire().unwrap();
+    x.release().unwrap();
+    drop(x);
+    assert!(set_exists(&name), "removed under the re-opened watcher");
+    drop(w);
     assert!(!set_exists(&name));
 }
 
@@ -567,4 +682,38 @@ fn racing_acquirers_never_lose_a_reference_to_a_removal() {
         "set left after every user released: {:?}",
         set_value(&name, 0)
     );
+}
+
+/// Objects that leave at the same moment each see the others present when they try the
+/// removal; the last one to give back must still find itself alone and remove the set.
+#[test]
+fn objects_leaving_together_remove_the_set() {
+    let mut cl = Cleanup::default();
+    let name = cl.name("together");
+    for round in 0..1000 {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+        let threads: Vec<_> = (0..3)
+            .map(|i| {
+                let name = name.clone();
+                let barrier = std::sync::Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    let c = SysvRefCounter::new(&name).unwrap();
+                    match i {
+                        0 => assert!(c.acquire().unwrap() >= 1),
+                        1 => assert!(c.try_lock().unwrap()),
+                        _ => c.watch().unwrap(),
+                    }
+                    barrier.wait();
+                    drop(c);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a leaving thread failed");
+        }
+        assert!(
+            !set_exists(&name),
+            "round {round}: set left after every object was dropped"
+        );
+    }
 }

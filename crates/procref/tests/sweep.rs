@@ -1,7 +1,8 @@
 //! `sweep_abandoned` against the real kernel. Its own test binary: a sweep removes every
 //! abandoned procref set of this user, and other tests of one binary run in parallel.
-//! Real child processes hold, watch and lock sets (and are SIGKILLed); a hand-made set of
-//! procref's shape but with a wrong magic value stands in for another program's set.
+//! Real child processes hold, watch and lock sets (and are SIGKILLed), an object of this
+//! process keeps a set by its presence alone, and a hand-made set of procref's shape but
+//! with a wrong magic value stands in for another program's set.
 
 mod common;
 
@@ -64,6 +65,7 @@ fn sweep_removes_abandoned_sets_and_nothing_in_use() {
     let watched = cl.name("sw-watched");
     let locked = cl.name("sw-locked");
     let lookalike = cl.name("sw-lookalike");
+    let idle = cl.name("sw-idle");
 
     // Abandoned: its only holder was SIGKILLed, so the count is 0 and the set stays.
     let mut a = child("hold", &abandoned);
@@ -78,6 +80,10 @@ fn sweep_removes_abandoned_sets_and_nothing_in_use() {
     let mut w = child("watch", &watched);
     let mut l = child("lock", &locked);
     let _foreign = Lookalike::new(&lookalike);
+    // A live object of this process that holds nothing but its presence.
+    let idle_object = SysvRefCounter::new(&idle).unwrap();
+    assert_eq!(idle_object.acquire().unwrap(), 1);
+    assert_eq!(idle_object.release().unwrap(), 0);
 
     let removed = procref::sweep_abandoned().unwrap();
     assert!(removed >= 1, "swept {removed}");
@@ -90,14 +96,18 @@ fn sweep_removes_abandoned_sets_and_nothing_in_use() {
         ("watched", &watched),
         ("locked", &locked),
         ("lookalike", &lookalike),
+        ("idle object's", &idle),
     ] {
         assert!(set_exists(name), "the {what} set was swept");
     }
-    // The bystander sees no set, and acquiring makes a fresh one (removed at release).
+    // The bystander sees no set, and acquiring makes a fresh one (removed with it).
     assert_eq!(bystander.count().unwrap(), 0);
     assert_eq!(bystander.acquire().unwrap(), 1);
     assert_eq!(bystander.release().unwrap(), 0);
+    drop(bystander);
     assert!(!set_exists(&abandoned));
+    drop(idle_object);
+    assert!(!set_exists(&idle), "the idle object left its set behind");
 
     // Once their users are SIGKILLed, those sets are abandoned too.
     for p in [&mut h, &mut w, &mut l] {

@@ -23,16 +23,16 @@ pub trait RefCounter: Send + Sync {
     /// The kernel removes the reference if the process dies (`SEM_UNDO`).
     fn acquire(&self) -> Result<u32>;
     /// Gives back one reference taken with [`acquire`](Self::acquire); returns the count
-    /// after the decrement. Giving back the last reference of a name that no one else
-    /// uses (nobody present, lock free) also removes the kernel object behind it.
+    /// after the decrement. The kernel object behind the name stays while this counter
+    /// object exists; dropping the last object that uses it, with the count at 0 and the
+    /// lock free, removes it.
     fn release(&self) -> Result<u32>;
     /// The current count (a snapshot: other processes may change it at any time).
     fn count(&self) -> Result<u32>;
     /// Takes the startup lock if it is free, without blocking. The kernel frees it if
     /// the holder dies. Re-entrant for the same counter object.
     fn try_lock(&self) -> Result<bool>;
-    /// Frees the startup lock (no-op if this object does not hold it). If this object
-    /// holds nothing else and no one else uses the name, the kernel object goes too.
+    /// Frees the startup lock (no-op if this object does not hold it).
     fn unlock(&self) -> Result<()>;
     /// Takes the startup lock, waiting in the kernel up to `timeout`; false on timeout.
     fn lock_timeout(&self, timeout: Duration) -> Result<bool>;

@@ -1,9 +1,10 @@
 //! Removing this user's abandoned semaphore sets.
 //!
-//! A set outlives its users only when all of them were killed: the kernel gives their
-//! references back (`SEM_UNDO`) but cannot remove the set. The next user of the name
-//! removes it when done; [`sweep_abandoned`] removes every such set at once, for names
-//! that may never be used again.
+//! A set outlives its users only when all of them were killed (or ended without dropping
+//! their counter objects): the kernel gives their references and presence back (`SEM_UNDO`)
+//! but cannot remove the set. The next user of the name removes it when done;
+//! [`sweep_abandoned`] removes every such set at once, for names that may never be used
+//! again.
 
 use crate::{Error, Result};
 
@@ -13,8 +14,8 @@ use super::sysv;
 /// with its key and id (both decimal).
 const TABLE: &str = "/proc/sysvipc/sem";
 
-/// Removes this user's procref semaphore sets that no one uses: count 0, no keeper or
-/// watcher present, startup lock free. A set qualifies only if it has procref's shape and
+/// Removes this user's procref semaphore sets that no one uses: count 0, no counter object
+/// or keeper present, startup lock free. A set qualifies only if it has procref's shape and
 /// is owned and was created by this user, and if its magic value matches its key (so sets
 /// of other programs are left alone). Returns how many sets it removed.
 ///

@@ -63,7 +63,7 @@ pub(crate) fn get(key: i32, nsems: i32, flags: i32) -> Result<i32, Errno> {
 }
 
 /// Most operations in one atomic group.
-pub(crate) const MAX_OPS: usize = 8;
+pub(crate) const MAX_OPS: usize = 10;
 
 /// Applies `ops` (at most [`MAX_OPS`]) atomically; blocks (unless an op has `NOWAIT`) up
 /// to `timeout` (`None`: indefinitely). A timeout is reported as `EAGAIN`; `EINTR` is

@@ -8,23 +8,28 @@
 //! | `LOCK` | the startup lock: 1 = free, 0 = held (the `-1` is undone on death) |
 //! | `ALIVE` | 1 once initialised; 0 while being removed (a tombstone) |
 //! | `FP0..FP3` | the name's fingerprint, proving whose set this is |
-//! | `WATCHERS` | objects present without a reference ([`SysvRefCounter::watch`]; undone on death) |
+//! | `PRESENT` | counter objects using the set, one each from the first operation that enters it until the object is dropped (undone on death) |
 //! | `KEEPERS` | keeper processes guarding the service (see `keeper.rs`; undone on death) |
 //! | `MAGIC` | the key's magic, marking the set as procref's for [`crate::sweep_abandoned`] |
 //!
 //! Creation is `IPC_CREAT | IPC_EXCL` followed by one atomic `semop` that sets `LOCK`,
-//! `ALIVE`, the fingerprint and the magic together (and, when the creator is acquiring,
-//! its reference), so no one can observe a half-initialised set.
+//! `ALIVE`, the fingerprint and the magic together, with the creator's presence (and, when
+//! the creator is acquiring, its reference), so no one can observe a half-initialised set.
 //!
-//! A set exists only while in use. Whoever stops using it (the last `release`, an `unlock`
-//! or `unwatch` of an object that holds nothing else) removes it if no one else uses it,
-//! and "no one else uses it" is decided in the same atomic `semop` that tombstones it:
-//! `COUNT`, `WATCHERS` and `KEEPERS` are 0, the lock is free (the group takes it), and
-//! `ALIVE` goes from 1 to 0; then `IPC_RMID`. Every operation that enters a set (acquire,
-//! lock, watch) requires `ALIVE == 1` in the same atomic `semop`, so no one enters a set
-//! that is going away: it waits for the removal (`EIDRM`) and opens a fresh set. Every
-//! change in the tombstone carries `SEM_UNDO`, so a remover that dies before `IPC_RMID`
-//! leaves a live, consistent set behind.
+//! A set exists only while in use. A counter object is present on its set from the first
+//! operation that enters it (acquire, lock, watch, or creating it) until the object is
+//! dropped, so one object's acquire/release pairs reuse one set. An object that leaves
+//! (dropped, [`SysvRefCounter::unwatch`], [`SysvRefCounter::try_remove`]) removes the set if
+//! no one else uses it, and "no one else uses it" is decided in the same atomic `semop`
+//! that tombstones it: once the leaver has given up what it holds, `COUNT`, `PRESENT` and
+//! `KEEPERS` are 0, the lock is free (the group takes it), and `ALIVE` goes from 1 to 0;
+//! then `IPC_RMID`. A leaver that is not alone gives back what it holds in one `semop` that
+//! requires another presence, so of objects leaving together the last one finds itself
+//! alone and removes the set. Every operation that enters a set requires `ALIVE == 1` and
+//! adds the object's presence in the same atomic `semop`, so no one enters a set that is
+//! going away: it waits for the removal (`EIDRM`) and opens a fresh set. Every change in
+//! the tombstone carries `SEM_UNDO`, so a remover that dies before `IPC_RMID` leaves a
+//! live, consistent set behind.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering::SeqCst};
@@ -39,7 +44,7 @@ const COUNT: u16 = 0;
 const LOCK: u16 = 1;
 const ALIVE: u16 = 2;
 const FP0: u16 = 3;
-const WATCHERS: u16 = 7;
+const PRESENT: u16 = 7;
 const KEEPERS: u16 = 8;
 const MAGIC: u16 = 9;
 const NSEMS: i32 = 10;
@@ -49,6 +54,11 @@ const NSEMS: i32 = 10;
 const INIT_GRACE: Duration = Duration::from_secs(2);
 /// Bound on waiting for a tombstoned set to disappear.
 const REMOVAL_GRACE: Duration = Duration::from_secs(10);
+/// Rounds of "remove, else give back if someone else is present" before a leaver gives
+/// back unconditionally. Between current procref objects a failed round means another
+/// object left in between, so the next round removes the set; only a holder that is not
+/// present (an older procref) makes every round fail, and it removes the set itself.
+const LEAVE_ROUNDS: usize = 4;
 
 /// "This set is alive": wait until `ALIVE >= 1`, leaving it unchanged.
 const REQUIRE_ALIVE: [Op; 2] = [Op::new(ALIVE, -1, 0), Op::new(ALIVE, 1, 0)];
@@ -72,40 +82,37 @@ const RELEASE_NOT_LAST: [Op; 3] = [
 const RELEASE: [Op; 1] = [Op::new(COUNT, -1, UNDO | NOWAIT)];
 /// Take the startup lock on a live set.
 const LOCK_OPS: [Op; 3] = [REQUIRE_ALIVE[0], REQUIRE_ALIVE[1], Op::new(LOCK, -1, UNDO)];
+/// Take the startup lock on a live set if it is free now.
+const TRY_LOCK: [Op; 3] = [
+    Op::new(ALIVE, -1, NOWAIT),
+    Op::new(ALIVE, 1, NOWAIT),
+    Op::new(LOCK, -1, UNDO | NOWAIT),
+];
+/// Take a keeper slot on a live set.
+const KEEPER: [Op; 3] = [
+    REQUIRE_ALIVE[0],
+    REQUIRE_ALIVE[1],
+    Op::new(KEEPERS, 1, UNDO),
+];
 
-/// A presence an object can hold on a set without a reference. While any is held, the set
-/// is not removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    /// [`SysvRefCounter::watch`].
-    Watcher,
-    /// A keeper process guarding the service.
-    Keeper,
-}
-
-impl Slot {
-    fn sem(self) -> u16 {
-        match self {
-            Slot::Watcher => WATCHERS,
-            Slot::Keeper => KEEPERS,
-        }
-    }
-
-    fn call(self) -> &'static str {
-        match self {
-            Slot::Watcher => "semop(watch)",
-            Slot::Keeper => "semop(keeper)",
-        }
-    }
-}
-
-/// What an object gives up when its set is removed.
+/// What an object holds on its set: all of it, or the part it gives up.
 #[derive(Debug, Clone, Copy, Default)]
-struct Giving {
-    reference: bool,
+struct Holding {
+    references: u32,
     lock: bool,
-    watcher: bool,
+    present: bool,
     keeper: bool,
+}
+
+impl Holding {
+    fn is_empty(self) -> bool {
+        self.references == 0 && !self.lock && !self.present && !self.keeper
+    }
+}
+
+/// `n` references as a semaphore delta (the kernel caps a count at 32767).
+fn delta(n: u32) -> i16 {
+    i16::try_from(n).unwrap_or(i16::MAX)
 }
 
 /// An atomic group built at run time, on the stack.
@@ -122,6 +129,12 @@ impl Group {
         }
     }
 
+    fn of(ops: &[Op]) -> Group {
+        let mut g = Group::new();
+        ops.iter().for_each(|&op| g.push(op));
+        g
+    }
+
     fn push(&mut self, op: Op) {
         self.ops[self.len] = op;
         self.len += 1;
@@ -133,15 +146,15 @@ impl Group {
 }
 
 /// The tombstone: succeeds only if, once the remover has given up `giving`, no one holds a
-/// reference, a watcher or keeper slot, or the lock; then clears `ALIVE`. Each change nets
+/// reference, a presence or keeper slot, or the lock; then clears `ALIVE`. Each change nets
 /// to the remover's undo adjustments, so a remover dying before `IPC_RMID` revives the set.
-fn tombstone(giving: Giving) -> Group {
+fn tombstone(giving: Holding) -> Group {
     let mut g = Group::new();
-    if giving.reference {
-        g.push(Op::new(COUNT, -1, UNDO | NOWAIT));
+    if giving.references > 0 {
+        g.push(Op::new(COUNT, -delta(giving.references), UNDO | NOWAIT));
     }
     g.push(Op::new(COUNT, 0, NOWAIT));
-    for (sem, mine) in [(WATCHERS, giving.watcher), (KEEPERS, giving.keeper)] {
+    for (sem, mine) in [(PRESENT, giving.present), (KEEPERS, giving.keeper)] {
         if mine {
             g.push(Op::new(sem, -1, UNDO | NOWAIT));
         }
@@ -154,15 +167,74 @@ fn tombstone(giving: Giving) -> Group {
     g
 }
 
+/// Gives back `giving` without removing the set. With `require_another`, the group fails
+/// (`EAGAIN`, changing nothing) unless another presence stays: the giver's -1 with UNDO,
+/// then a -1/+1 pair without, which needs a second presence.
+fn give_back(giving: Holding, require_another: bool) -> Group {
+    let mut g = Group::new();
+    if giving.references > 0 {
+        g.push(Op::new(COUNT, -delta(giving.references), UNDO | NOWAIT));
+    }
+    if giving.lock {
+        g.push(Op::new(LOCK, 1, UNDO | NOWAIT));
+    }
+    if giving.keeper {
+        g.push(Op::new(KEEPERS, -1, UNDO | NOWAIT));
+    }
+    if giving.present {
+        g.push(Op::new(PRESENT, -1, UNDO | NOWAIT));
+        if require_another {
+            g.push(Op::new(PRESENT, -1, NOWAIT));
+            g.push(Op::new(PRESENT, 1, NOWAIT));
+        }
+    }
+    g
+}
+
+/// What a removal attempt found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// This call removed the set.
+    Removed,
+    /// Someone else uses the set; nothing changed.
+    InUse,
+    /// The set was already gone.
+    Gone,
+}
+
+/// Tombstones and removes set `id` if no one but the caller (giving up `giving`) uses it.
+fn remove_unless_used(id: i32, giving: Holding) -> Result<Removal, (&'static str, Errno)> {
+    match sys::op(id, tombstone(giving).ops(), None) {
+        Ok(()) => match sys::remove(id) {
+            Ok(()) | Err(libc::EIDRM | libc::EINVAL) => Ok(Removal::Removed),
+            Err(e) => Err(("semctl(IPC_RMID)", e)),
+        },
+        Err(libc::EAGAIN) => Ok(Removal::InUse),
+        Err(libc::EIDRM | libc::EINVAL) => Ok(Removal::Gone),
+        Err(e) => Err(("semop(tombstone)", e)),
+    }
+}
+
 /// How to get a set id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Open {
     /// Only an existing set.
     Existing,
-    /// Create the set if there is none.
+    /// Create the set if there is none (with this object's presence in it).
     Create,
-    /// Create the set if there is none, with this object's new reference in it.
+    /// Create the set if there is none, with this object's presence and new reference.
     CreateReferenced,
+}
+
+/// What a (possibly blocking) operation does with the set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Looks only: a missing set counts as success and is not created.
+    Observe,
+    /// Waits on the set, creating it if needed.
+    Wait,
+    /// Enters the set: creates it if needed and takes this object's presence with the op.
+    Enter,
 }
 
 /// Kernel-backed reference counter for one service name (System V semaphores).
@@ -172,11 +244,15 @@ enum Open {
 /// creating a set. Each `acquire` adds one reference held by this object; dropping the
 /// object releases what it still holds (and the kernel does the same if the process dies).
 ///
-/// The set exists only while in use: when this object gives up the last thing anyone held
-/// on it (the last reference, the lock, a [`watch`](Self::watch)), it removes the set, and
-/// the next user creates a fresh one. A process that waits on the count without holding a
-/// reference (a server watching its clients) calls [`watch`](Self::watch) first, so that
-/// the set it waits on is not removed under it.
+/// The object is present on the set from its first operation that enters it (`acquire`,
+/// the lock, [`watch`](Self::watch), [`wait_nonzero`](Self::wait_nonzero)) until it is
+/// dropped, and while any object is present the set stays: one object's acquire/release
+/// pairs reuse one set, and a process that waits on the count keeps waiting on the same
+/// set. Operations that only look (`count`, `wait_zero`) do not make an object present.
+/// When the last object present is dropped with the count at 0 and the lock free, it
+/// removes the set, and the next user creates a fresh one. The kernel withdraws the
+/// presence of a process that dies; if every user died, the next user of the name (or
+/// [`sweep_abandoned`](crate::sweep_abandoned)) removes the set.
 #[derive(Debug)]
 pub struct SysvRefCounter {
     name: String,
@@ -190,13 +266,10 @@ pub struct SysvRefCounter {
     held: AtomicU32,
     /// Whether this object holds the startup lock.
     locked: AtomicBool,
-    /// Whether this object holds a watcher slot.
-    watching: AtomicBool,
+    /// Whether this object holds its presence on the set.
+    present: AtomicBool,
     /// Whether this object holds a keeper slot.
     keeping: AtomicBool,
-    /// Whether this object's last acquire made the count 1: then its release most likely
-    /// removes the set, and tries that first (a hint; both orders are correct).
-    alone: AtomicBool,
 }
 
 impl SysvRefCounter {
@@ -213,9 +286,8 @@ impl SysvRefCounter {
             open_lock: Mutex::new(()),
             held: AtomicU32::new(0),
             locked: AtomicBool::new(false),
-            watching: AtomicBool::new(false),
+            present: AtomicBool::new(false),
             keeping: AtomicBool::new(false),
-            alone: AtomicBool::new(false),
         })
     }
 
@@ -239,54 +311,91 @@ impl SysvRefCounter {
         self.locked.load(SeqCst)
     }
 
-    /// Whether this object is present through [`watch`](Self::watch).
-    pub fn is_watching(&self) -> bool {
-        self.watching.load(SeqCst)
+    /// Whether this object is present on the set (and so keeps it).
+    pub fn is_present(&self) -> bool {
+        self.present.load(SeqCst)
     }
 
     /// Blocks until the count is at least 1 (someone holds a reference), without taking
-    /// a reference. Returns false if `timeout` passes first. Waits in the kernel.
+    /// a reference. Returns false if `timeout` passes first. Waits in the kernel, on a set
+    /// this object is present on ([`watch`](Self::watch) first), so that the set is not
+    /// removed under the waiter.
     pub fn wait_nonzero(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.watch()?;
         let ops = [Op::new(COUNT, -1, 0), Op::new(COUNT, 1, 0)];
-        self.timed_op("semop(wait_nonzero)", &ops, timeout, true)
+        self.timed_op("semop(wait_nonzero)", &ops, timeout, Access::Wait)
     }
 
-    /// Declares this object present without taking a reference, creating the set if
-    /// needed. While any object is present, the set is kept even when the count is 0, so
-    /// a process that waits on the count ([`wait_zero`](RefCounter::wait_zero),
-    /// [`wait_nonzero`](Self::wait_nonzero)) keeps waiting on the same set. The kernel
-    /// withdraws the presence when the process dies (`SEM_UNDO`); [`unwatch`](Self::unwatch)
-    /// and dropping the object withdraw it too. Idempotent.
+    /// Makes this object present without taking a reference, creating the set if needed.
+    /// Every operation that enters the set does this too; `watch` is for an object that
+    /// only waits on the count ([`wait_zero`](RefCounter::wait_zero)) and must keep
+    /// waiting on the same set. The presence lasts until the object is dropped (or
+    /// [`unwatch`](Self::unwatch)); the kernel withdraws it when the process dies
+    /// (`SEM_UNDO`). Idempotent.
     pub fn watch(&self) -> Result<()> {
-        self.enter(Slot::Watcher)
+        if self.is_present() {
+            return Ok(());
+        }
+        if !self.timed_op(
+            "semop(watch)",
+            &REQUIRE_ALIVE,
+            Some(REMOVAL_GRACE),
+            Access::Enter,
+        )? {
+            return Err(self.sem_error("semop(watch)", libc::ETIMEDOUT));
+        }
+        Ok(())
     }
 
-    /// Withdraws [`watch`](Self::watch), removing the set if that leaves it unused.
+    /// Withdraws this object's presence if it holds nothing else (no reference, not the
+    /// lock), removing the set if no one else uses it. An object holding more keeps its
+    /// presence. The next operation that enters the set makes the object present again.
     pub fn unwatch(&self) -> Result<()> {
-        self.leave(Slot::Watcher)
+        let holding = self.holding();
+        if holding.present && holding.references == 0 && !holding.lock && !holding.keeper {
+            self.leave(holding)?;
+        }
+        Ok(())
     }
 
-    /// Removes the semaphore set if no one uses it: no references, no one present, and
-    /// the startup lock free (or held by this object). What this object holds besides
-    /// references (the lock, its presence) is given up with the set. Returns whether the
+    /// Removes the semaphore set if no one uses it: no references, no one else present,
+    /// and the startup lock free (or held by this object). What this object holds besides
+    /// references (its presence, the lock) is given up with the set. Returns whether the
     /// set was removed (or did not exist). After removal, this and every other counter for
     /// the name open a fresh set on their next operation.
     pub fn try_remove(&self) -> Result<bool> {
         let Some(id) = self.current_id(false)? else {
             return Ok(true);
         };
-        let giving = Giving {
-            reference: false,
-            lock: self.is_locked(),
-            watcher: self.is_watching(),
-            keeper: self.keeping.load(SeqCst),
+        let giving = Holding {
+            references: 0,
+            ..self.holding()
         };
-        self.remove(id, giving)
+        match remove_unless_used(id, giving) {
+            Ok(Removal::InUse) => Ok(false),
+            Ok(Removal::Removed) => {
+                self.forget(Some(id), giving);
+                Ok(true)
+            }
+            // Removed from outside, and whatever this object held with it.
+            Ok(Removal::Gone) => {
+                self.forget(Some(id), self.holding());
+                Ok(true)
+            }
+            Err((call, e)) => Err(self.sem_error(call, e)),
+        }
     }
 
     /// Takes this object's keeper slot (for the keeper process, see `keeper.rs`).
     pub(crate) fn enter_as_keeper(&self) -> Result<()> {
-        self.enter(Slot::Keeper)
+        if self.keeping.load(SeqCst) {
+            return Ok(());
+        }
+        if !self.timed_op("semop(keeper)", &KEEPER, Some(REMOVAL_GRACE), Access::Enter)? {
+            return Err(self.sem_error("semop(keeper)", libc::ETIMEDOUT));
+        }
+        self.keeping.store(true, SeqCst);
+        Ok(())
     }
 
     /// How many keepers are present (0 when there is no set).
@@ -315,93 +424,85 @@ impl SysvRefCounter {
         }
     }
 
-    fn enter(&self, slot: Slot) -> Result<()> {
-        if self.flag(slot).load(SeqCst) {
-            return Ok(());
-        }
-        let ops = [
-            REQUIRE_ALIVE[0],
-            REQUIRE_ALIVE[1],
-            Op::new(slot.sem(), 1, UNDO),
-        ];
-        if !self.timed_op(slot.call(), &ops, Some(REMOVAL_GRACE), true)? {
-            return Err(self.sem_error(slot.call(), libc::ETIMEDOUT));
-        }
-        self.flag(slot).store(true, SeqCst);
-        Ok(())
-    }
-
-    fn leave(&self, slot: Slot) -> Result<()> {
-        if !self.flag(slot).load(SeqCst) {
-            return Ok(());
-        }
-        let Some(id) = self.current_id(false)? else {
-            self.flag(slot).store(false, SeqCst);
-            return Ok(());
-        };
-        let giving = Giving {
-            watcher: slot == Slot::Watcher,
-            keeper: slot == Slot::Keeper,
-            ..Giving::default()
-        };
-        if self.holds_only(giving) && self.remove(id, giving)? {
-            return Ok(());
-        }
-        if !self.flag(slot).swap(false, SeqCst) {
-            return Ok(());
-        }
-        match sys::op(id, &[Op::new(slot.sem(), -1, UNDO | NOWAIT)], None) {
-            Ok(()) | Err(libc::EIDRM | libc::EINVAL) => Ok(()),
-            Err(e) => Err(self.sem_error(slot.call(), e)),
+    /// Everything this object holds on its set.
+    fn holding(&self) -> Holding {
+        Holding {
+            references: self.held(),
+            lock: self.is_locked(),
+            present: self.is_present(),
+            keeper: self.keeping.load(SeqCst),
         }
     }
 
-    fn flag(&self, slot: Slot) -> &AtomicBool {
-        match slot {
-            Slot::Watcher => &self.watching,
-            Slot::Keeper => &self.keeping,
+    /// Gives up `giving`, which must be everything this object holds, and removes the set
+    /// if that leaves it unused (see the module documentation).
+    fn leave(&self, giving: Holding) -> Result<()> {
+        let id = self.id.load(SeqCst);
+        if id < 0 || giving.is_empty() {
+            return Ok(());
         }
-    }
-
-    /// Whether `giving` is all this object holds on its set, so that removing the set
-    /// takes nothing from it that it means to keep.
-    fn holds_only(&self, giving: Giving) -> bool {
-        self.held() == u32::from(giving.reference)
-            && (giving.lock || !self.is_locked())
-            && (giving.watcher || !self.is_watching())
-            && (giving.keeper || !self.keeping.load(SeqCst))
-    }
-
-    /// Tombstones and removes set `id` if no one but this object (giving up `giving`) uses
-    /// it. Returns whether the set is gone.
-    fn remove(&self, id: i32, giving: Giving) -> Result<bool> {
-        match sys::op(id, tombstone(giving).ops(), None) {
-            Ok(()) => match sys::remove(id) {
-                Ok(()) | Err(libc::EIDRM | libc::EINVAL) => {}
-                Err(e) => return Err(self.sem_error("semctl(IPC_RMID)", e)),
-            },
-            Err(libc::EAGAIN) => return Ok(false),
-            Err(libc::EIDRM | libc::EINVAL) => {}
-            Err(e) => return Err(self.sem_error("semop(tombstone)", e)),
+        for round in 1..=LEAVE_ROUNDS {
+            match remove_unless_used(id, giving) {
+                Ok(Removal::InUse) => {}
+                Ok(Removal::Removed | Removal::Gone) => {
+                    self.forget(Some(id), giving);
+                    return Ok(());
+                }
+                Err((call, e)) => return Err(self.sem_error(call, e)),
+            }
+            let require_another = round < LEAVE_ROUNDS;
+            match sys::op(id, give_back(giving, require_another).ops(), None) {
+                Ok(()) => {
+                    self.forget(None, giving);
+                    return Ok(());
+                }
+                // Everyone else left since the tombstone failed: try removing again.
+                Err(libc::EAGAIN) if require_another => {}
+                Err(libc::EIDRM | libc::EINVAL) => {
+                    self.forget(Some(id), giving);
+                    return Ok(());
+                }
+                Err(e) => return Err(self.sem_error("semop(leave)", e)),
+            }
         }
-        self.forget(id, giving);
-        Ok(true)
+        unreachable!("the last round gives back unconditionally")
     }
 
-    /// Set `id` is gone, and with it what this object held there (`giving`).
-    fn forget(&self, id: i32, giving: Giving) {
-        let _ = self.id.compare_exchange(id, -1, SeqCst, SeqCst);
-        if giving.reference {
-            self.held.fetch_sub(1, SeqCst);
+    /// This object no longer holds `giving`; with `removed`, set `removed` is gone.
+    fn forget(&self, removed: Option<i32>, giving: Holding) {
+        if let Some(id) = removed {
+            let _ = self.id.compare_exchange(id, -1, SeqCst, SeqCst);
+        }
+        if giving.references > 0 {
+            self.held.fetch_sub(giving.references, SeqCst);
         }
         if giving.lock {
             self.locked.store(false, SeqCst);
         }
-        if giving.watcher {
-            self.watching.store(false, SeqCst);
+        if giving.present {
+            self.present.store(false, SeqCst);
         }
         if giving.keeper {
             self.keeping.store(false, SeqCst);
+        }
+    }
+
+    /// `ops` (which require `ALIVE` themselves) plus this object's presence if it is not
+    /// present yet; the flag says whether the presence is in the group.
+    fn entering(&self, ops: &[Op]) -> (Group, bool) {
+        let mut g = Group::of(ops);
+        let add = !self.is_present();
+        if add {
+            g.push(Op::new(PRESENT, 1, UNDO));
+        }
+        (g, add)
+    }
+
+    /// A group from [`entering`](Self::entering) succeeded on set `id`.
+    fn entered(&self, id: i32, added_presence: bool) {
+        if added_presence && self.present.swap(true, SeqCst) {
+            // Another thread entered for this object at the same time: keep one presence.
+            let _ = sys::op(id, &[Op::new(PRESENT, -1, UNDO | NOWAIT)], None);
         }
     }
 
@@ -418,8 +519,9 @@ impl SysvRefCounter {
             .expect("create=true always yields a set"))
     }
 
-    /// The set id, opened or created as `mode` says; the flag tells whether the set was
-    /// just created with this object's new reference in it.
+    /// The set id, opened or created as `mode` says; the flag tells whether this call
+    /// created the set (then this object is present on it, and with
+    /// [`Open::CreateReferenced`] holds the new reference in it).
     fn open_id(&self, mode: Open) -> Result<Option<(i32, bool)>> {
         let id = self.id.load(SeqCst);
         if id >= 0 {
@@ -431,7 +533,10 @@ impl SysvRefCounter {
             return Ok(Some((id, false)));
         }
         let opened = self.open_or_create(mode)?;
-        if let Some((id, _)) = opened {
+        if let Some((id, created)) = opened {
+            if created {
+                self.present.store(true, SeqCst);
+            }
             self.id.store(id, SeqCst);
         }
         Ok(opened)
@@ -451,7 +556,7 @@ impl SysvRefCounter {
                     Ok(id) => {
                         let referenced = mode == Open::CreateReferenced;
                         match sys::op(id, self.initialiser(referenced).ops(), None) {
-                            Ok(()) => return Ok(Some((id, referenced))),
+                            Ok(()) => return Ok(Some((id, true))),
                             // Someone judged our creation abandoned and removed it: start over.
                             Err(libc::EIDRM | libc::EINVAL) => continue,
                             Err(e) => return Err(self.sem_error("semop(initialise)", e)),
@@ -484,7 +589,7 @@ impl SysvRefCounter {
     }
 
     /// The first `semop` on a set we created: lock free, alive, fingerprint and magic,
-    /// and with `referenced`, this object's reference.
+    /// this object's presence, and with `referenced`, its reference.
     fn initialiser(&self, referenced: bool) -> Group {
         let mut g = Group::new();
         g.push(Op::new(LOCK, 1, 0));
@@ -493,6 +598,7 @@ impl SysvRefCounter {
             g.push(Op::new(FP0 + i as u16, v as i16, 0));
         }
         g.push(Op::new(MAGIC, self.identity.magic as i16, 0));
+        g.push(Op::new(PRESENT, 1, UNDO));
         if referenced {
             g.push(Op::new(COUNT, 1, UNDO));
         }
@@ -563,47 +669,57 @@ impl SysvRefCounter {
         Ok(Verified::Ready)
     }
 
-    /// After `EIDRM` (the set was removed from outside while this object held something
-    /// on it): forget the old id, open a fresh set and restore this object's references
-    /// and presence on it (the kernel dropped them with the old set).
+    /// After `EIDRM` on set `old` (removed from outside, e.g. by `ipcrm`, while this object
+    /// may have held something on it): forget the old id, and if this object held anything,
+    /// open a fresh set and restore its presence, references and keeper slot there (the
+    /// kernel dropped them with the old set). The lock is not restored: whatever it guarded
+    /// was interrupted.
     fn reopen_after_removal(&self, old: i32) -> Result<()> {
-        let _ = self.id.compare_exchange(old, -1, SeqCst, SeqCst);
+        if self.id.compare_exchange(old, -1, SeqCst, SeqCst).is_err() {
+            return Ok(()); // another thread of this object got here first
+        }
         if self.locked.swap(false, SeqCst) {
             tracing::warn!(name = %self.name, "semaphore set removed while this process held its lock");
         }
         let held = self.held.swap(0, SeqCst);
+        let keeper = self.keeping.swap(false, SeqCst);
+        if self.present.swap(false, SeqCst) || held > 0 || keeper {
+            self.watch()?;
+        }
         for _ in 0..held {
             self.acquire()?;
         }
-        for slot in [Slot::Watcher, Slot::Keeper] {
-            if self.flag(slot).swap(false, SeqCst) {
-                self.enter(slot)?;
-            }
+        if keeper {
+            self.enter_as_keeper()?;
         }
         Ok(())
     }
 
-    /// Runs a (possibly blocking) op; `Ok(false)` on timeout. Without `create`, a
-    /// missing or removed set counts as success without being created.
+    /// Runs a (possibly blocking) op with the given access; `Ok(false)` on timeout.
     fn timed_op(
         &self,
         call: &'static str,
         ops: &[Op],
         timeout: Option<Duration>,
-        create: bool,
+        access: Access,
     ) -> Result<bool> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            let Some(id) = self.current_id(create)? else {
+            let Some(id) = self.current_id(access != Access::Observe)? else {
                 return Ok(true);
             };
+            let (group, added) = match access {
+                Access::Enter => self.entering(ops),
+                Access::Observe | Access::Wait => (Group::of(ops), false),
+            };
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            match sys::op(id, ops, left) {
-                Ok(()) => return Ok(true),
-                Err(libc::EAGAIN) => return Ok(false),
-                Err(libc::EIDRM | libc::EINVAL) => {
-                    self.reopen_after_removal(id)?;
+            match sys::op(id, group.ops(), left) {
+                Ok(()) => {
+                    self.entered(id, added);
+                    return Ok(true);
                 }
+                Err(libc::EAGAIN) => return Ok(false),
+                Err(libc::EIDRM | libc::EINVAL) => self.reopen_after_removal(id)?,
                 Err(e) => return Err(self.sem_error(call, e)),
             }
         }
@@ -617,9 +733,7 @@ impl SysvRefCounter {
             };
             match sys::value(id, sem) {
                 Ok(v) => return Ok(v as u32),
-                Err(libc::EIDRM | libc::EINVAL) => {
-                    let _ = self.id.compare_exchange(id, -1, SeqCst, SeqCst);
-                }
+                Err(libc::EIDRM | libc::EINVAL) => self.reopen_after_removal(id)?,
                 Err(e) => return Err(self.sem_error(call, e)),
             }
         }
@@ -661,70 +775,54 @@ impl RefCounter for SysvRefCounter {
             .expect("creating always yields a set");
         if created {
             self.held.fetch_add(1, SeqCst);
-            self.alone.store(true, SeqCst);
             return Ok(1);
         }
-        let taken = match sys::op(id, &ACQUIRE_NOWAIT, None) {
-            Ok(()) => true,
+        let (fast, added) = self.entering(&ACQUIRE_NOWAIT);
+        let taken = match sys::op(id, fast.ops(), None) {
+            Ok(()) => {
+                self.entered(id, added);
+                true
+            }
             Err(libc::EAGAIN | libc::EIDRM | libc::EINVAL) => false,
             Err(e) => return Err(self.sem_error("semop(acquire)", e)),
         };
         // Slow path: the set is being removed (or already was): wait for that, re-open.
-        if !taken && !self.timed_op("semop(acquire)", &ACQUIRE, Some(REMOVAL_GRACE), true)? {
+        if !taken
+            && !self.timed_op(
+                "semop(acquire)",
+                &ACQUIRE,
+                Some(REMOVAL_GRACE),
+                Access::Enter,
+            )?
+        {
             return Err(self.sem_error("semop(acquire)", libc::ETIMEDOUT));
         }
         self.held.fetch_add(1, SeqCst);
-        let count = self.count()?;
-        self.alone.store(count == 1, SeqCst);
-        Ok(count)
+        self.count()
     }
 
     fn release(&self) -> Result<u32> {
         if self.held() == 0 {
             return Err(self.not_held());
         }
-        let only_reference = Giving {
-            reference: true,
-            ..Giving::default()
-        };
+        // This object stays present, so the set stays: the removal is the last present
+        // object's, when it is dropped.
         let Some(id) = self.current_id(false)? else {
             // Removed from outside (ipcrm), and our reference with it.
             self.held.fetch_sub(1, SeqCst);
             return Ok(0);
         };
-        // The last reference goes with the set, unless someone still uses it (a holder
-        // that arrived meanwhile, someone present, a lock holder, this object too). Try
-        // first what is likelier: the removal if this object was alone when it acquired.
-        let may_remove = self.holds_only(only_reference);
-        let removal_first = may_remove && self.alone.load(SeqCst);
-        if removal_first && self.remove(id, only_reference)? {
-            return Ok(0);
-        }
-        match sys::op(id, &RELEASE_NOT_LAST, None) {
+        match sys::op(id, &RELEASE, None) {
             Ok(()) => {
                 self.held.fetch_sub(1, SeqCst);
-                return self.count();
+                self.count()
             }
-            Err(libc::EAGAIN) => {}
             Err(libc::EIDRM | libc::EINVAL) => {
-                self.forget(id, only_reference);
-                return Ok(0);
+                self.reopen_after_removal(id)?;
+                self.release()
             }
-            Err(e) => return Err(self.sem_error("semop(release)", e)),
+            Err(e) => Err(self.sem_error("semop(release)", e)),
         }
-        if may_remove && !removal_first && self.remove(id, only_reference)? {
-            return Ok(0);
-        }
-        match sys::op(id, &RELEASE, None) {
-            Ok(()) => {}
-            Err(libc::EIDRM | libc::EINVAL) => {
-                self.forget(id, only_reference);
-                return Ok(0);
-            }
-            Err(e) => return Err(self.sem_error("semop(release)", e)),
-        }
-        self.held.fetch_sub(1, SeqCst);
-        self.count()
     }
 
     fn count(&self) -> Result<u32> {
@@ -735,36 +833,22 @@ impl RefCounter for SysvRefCounter {
         if self.is_locked() {
             return Ok(true);
         }
-        let ops = [
-            Op::new(ALIVE, -1, NOWAIT),
-            Op::new(ALIVE, 1, NOWAIT),
-            Op::new(LOCK, -1, UNDO | NOWAIT),
-        ];
-        let got = self.timed_op("semop(try_lock)", &ops, None, true)?;
+        let got = self.timed_op("semop(try_lock)", &TRY_LOCK, None, Access::Enter)?;
         self.locked.store(got, SeqCst);
         Ok(got)
     }
 
     fn unlock(&self) -> Result<()> {
-        if !self.is_locked() {
-            return Ok(());
-        }
-        let Some(id) = self.current_id(false)? else {
-            self.locked.store(false, SeqCst);
-            return Ok(());
-        };
-        let only_lock = Giving {
-            lock: true,
-            ..Giving::default()
-        };
-        if self.holds_only(only_lock) && self.remove(id, only_lock)? {
-            return Ok(());
-        }
         if !self.locked.swap(false, SeqCst) {
             return Ok(());
         }
+        let Some(id) = self.current_id(false)? else {
+            return Ok(());
+        };
         match sys::op(id, &[Op::new(LOCK, 1, UNDO)], None) {
-            Ok(()) | Err(libc::EIDRM | libc::EINVAL) => Ok(()),
+            Ok(()) => Ok(()),
+            // Removed from outside: the lock went with the set.
+            Err(libc::EIDRM | libc::EINVAL) => self.reopen_after_removal(id),
             Err(e) => Err(self.sem_error("semop(unlock)", e)),
         }
     }
@@ -773,27 +857,22 @@ impl RefCounter for SysvRefCounter {
         if self.is_locked() {
             return Ok(true);
         }
-        let got = self.timed_op("semop(lock)", &LOCK_OPS, Some(timeout), true)?;
+        let got = self.timed_op("semop(lock)", &LOCK_OPS, Some(timeout), Access::Enter)?;
         self.locked.store(got, SeqCst);
         Ok(got)
     }
 
     fn wait_zero(&self, timeout: Option<Duration>) -> Result<bool> {
         let ops = [Op::new(COUNT, 0, 0)];
-        self.timed_op("semop(wait_zero)", &ops, timeout, false)
+        self.timed_op("semop(wait_zero)", &ops, timeout, Access::Observe)
     }
 }
 
 impl Drop for SysvRefCounter {
+    /// Gives back everything this object holds in one `semop`, removing the set if no one
+    /// else uses it.
     fn drop(&mut self) {
-        let _ = self.unlock();
-        while self.held() > 0 {
-            if self.release().is_err() {
-                break;
-            }
-        }
-        let _ = self.leave(Slot::Watcher);
-        let _ = self.leave(Slot::Keeper);
+        let _ = self.leave(self.holding());
     }
 }
 
@@ -830,12 +909,8 @@ pub(crate) fn remove_if_abandoned(key: i32, id: i32) -> Result<bool, Errno> {
             return Ok(false);
         }
     }
-    match sys::op(id, tombstone(Giving::default()).ops(), None) {
-        Ok(()) => match sys::remove(id) {
-            Ok(()) | Err(libc::EIDRM | libc::EINVAL) => Ok(true),
-            Err(e) => Err(e),
-        },
-        Err(libc::EAGAIN | libc::EIDRM | libc::EINVAL) => Ok(false),
-        Err(e) => Err(e),
+    match remove_unless_used(id, Holding::default()) {
+        Ok(removal) => Ok(removal == Removal::Removed),
+        Err((_, e)) => Err(e),
     }
 }

@@ -42,9 +42,15 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Whether a semaphore set exists under `name`'s key (without creating one).
 pub fn set_exists(name: &str) -> bool {
+    set_id(name).is_some()
+}
+
+/// The id of the semaphore set under `name`'s key, if there is one (without creating one).
+pub fn set_id(name: &str) -> Option<i32> {
     let key = SysvRefCounter::new(name).expect("valid name").key();
     // SAFETY: semget takes plain integers; flags 0 only looks the key up.
-    unsafe { libc::semget(key, 0, 0) >= 0 }
+    let id = unsafe { libc::semget(key, 0, 0) };
+    (id >= 0).then_some(id)
 }
 
 /// Removes whatever set is under `name`'s key (cleanup on failure paths).
@@ -492,8 +498,8 @@ impl Svc {
 /// - `hold`: acquire a reference on counter `PT_NAME`, print `ready`, sleep.
 /// - `lock`: take the startup lock of counter `PT_NAME`, print `ready`, sleep.
 /// - `watch`: declare presence on counter `PT_NAME` (`watch`), print `ready`, sleep.
-/// - `churn`: `PT_ROUNDS` times acquire and release counter `PT_NAME`, checking that the
-///   set holds the reference meanwhile; print `done`.
+/// - `churn`: `PT_ROUNDS` times acquire, release and leave counter `PT_NAME` (see
+///   [`churn`]); print `done`.
 /// - `svc`: optionally wait on barrier FIFO `PT_BARRIER`, acquire the service described
 ///   by the `PT_*` variables, print `acquired <service pid>`; then with `PT_HOLD_MS`
 ///   hold that long, release gracefully and print `released`; else hold forever.
@@ -559,11 +565,15 @@ pub fn child_main() {
     }
 }
 
-/// `rounds` acquire/release pairs on a fresh counter object for `name`; while the
-/// reference is held, the set under the name's key must exist and count it.
+/// `rounds` acquire/release pairs on `name`, each followed by leaving the set (so that
+/// every round may remove it while others enter it): alternately by one long-lived
+/// object's `unwatch` and by dropping a fresh object. While the reference is held, the set
+/// under the name's key must exist and count it.
 pub fn churn(name: &str, rounds: usize) {
-    let c = SysvRefCounter::new(name).unwrap();
-    for _ in 0..rounds {
+    let kept = SysvRefCounter::new(name).unwrap();
+    for round in 0..rounds {
+        let fresh = (round % 2 == 1).then(|| SysvRefCounter::new(name).unwrap());
+        let c = fresh.as_ref().unwrap_or(&kept);
         assert!(c.acquire().unwrap() >= 1);
         let count = set_value(name, 0);
         assert!(
@@ -571,8 +581,10 @@ pub fn churn(name: &str, rounds: usize) {
             "{name}: a reference is held but the set under the key counts {count:?}"
         );
         c.release().unwrap();
+        c.unwatch().unwrap();
+        assert!(!c.is_present());
     }
-    assert_eq!(c.held(), 0);
+    assert_eq!(kept.held(), 0);
 }
 
 /// Semaphore `sem` of the set under `name`'s key, if there is a set.
