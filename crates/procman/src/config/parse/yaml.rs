@@ -99,7 +99,7 @@ pub(super) fn load_yaml(text: &str, cx: &mut Ctx) -> Option<Node> {
                                 Some(root)
                             }
                             Err(e) => {
-                                report_load_error(e, cx);
+                                report_load_error(e, text, cx);
                                 None
                             }
                         };
@@ -107,7 +107,7 @@ pub(super) fn load_yaml(text: &str, cx: &mut Ctx) -> Option<Node> {
                 }
             }
             Err(e) => {
-                report_load_error(e, cx);
+                report_load_error(e, text, cx);
                 return None;
             }
         }
@@ -203,7 +203,22 @@ fn locate_empty_values(node: &mut Node) {
     }
 }
 
-fn report_load_error(e: LoadError, cx: &mut Ctx) {
+/// The YAML scanner reads an implicit line end after the text, so an error found at the end
+/// of a file that does not end with `\n` is marked on a line past its end: point at the end
+/// of the last line instead.
+fn within(text: &str, at: Location) -> Location {
+    let lines = text.split('\n').count();
+    if at.line <= lines {
+        return at;
+    }
+    let last = text.rsplit('\n').next().unwrap_or_default();
+    Location {
+        line: lines,
+        column: last.chars().count() + 1,
+    }
+}
+
+fn report_load_error(e: LoadError, text: &str, cx: &mut Ctx) {
     let (at, message) = match e {
         LoadError::TopLevelMustBeMapping(m) | LoadError::TopLevelMustBeSequence(m) => (
             marker_loc(&m),
@@ -227,5 +242,5 @@ fn report_load_error(e: LoadError, cx: &mut Ctx) {
             format!("duplicate key `{}`", dup.key.as_str()),
         ),
     };
-    cx.err(at, message);
+    cx.err(within(text, at), message);
 }

@@ -1,0 +1,103 @@
+//! Entry points for the fuzz targets (`fuzz/`) and the property tests: thin wrappers around
+//! parsers that are otherwise internal. Not part of procman's API; it may change at any time.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::config::{self, Config, ConfigError, Format, LoadOptions};
+use crate::control::{fifo, lines};
+use crate::protocol::Message;
+
+/// Loads Procfile `text` as if it were the file `display_path` in `dir`, as
+/// [`config::parse_str`] does for YAML (no `.env`, an empty file accepted).
+pub fn load_procfile(text: &str, display_path: &Path, dir: &Path) -> Result<Config, ConfigError> {
+    let options = LoadOptions {
+        no_dotenv: true,
+        allow_empty: true,
+        ..LoadOptions::default()
+    };
+    config::pipeline(text, Format::Procfile, display_path, dir, &options)
+}
+
+/// The `KEY=VALUE` pairs of an environment file's `text`, or each malformed line as
+/// `(line, message)`.
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, Vec<(usize, String)>> {
+    config::envfile::parse(text)
+        .map_err(|errors| errors.into_iter().map(|e| (e.line, e.message)).collect())
+}
+
+/// `${VAR}` expansion as applied to `env` values (`$VAR` without braces stays literal).
+pub fn expand_braced(s: &str, env: &BTreeMap<String, String>) -> Result<String, String> {
+    config::expand_braced(s, env)
+}
+
+/// The messages for the `${{ … }}` occurrences of `s` that are not `${{ process.KEY }}`.
+pub fn malformed_templates(s: &str) -> Vec<String> {
+    config::template::malformed(s)
+}
+
+/// What the control channels make of a byte stream read in `chunks`: each complete line
+/// (`Some`), `None` for each line discarded as longer than
+/// [`MAX_LINE`](crate::protocol::MAX_LINE), then the unterminated last line at end of stream.
+pub fn split_lines<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> (Vec<Option<Vec<u8>>>, Option<Vec<u8>>) {
+    let mut splitter = lines::LineSplitter::default();
+    let mut pieces = Vec::new();
+    for chunk in chunks {
+        splitter.push(chunk, &mut pieces);
+    }
+    let lines = pieces
+        .into_iter()
+        .map(|piece| match piece {
+            lines::Piece::Line(line) => Some(line),
+            lines::Piece::TooLong => None,
+        })
+        .collect();
+    (lines, splitter.take_partial())
+}
+
+/// The FIFO's reading of one line: the message; or the error and, when a dead writer's
+/// fragment was glued before a complete message, that message too.
+pub fn recover_fifo_line(line: &[u8]) -> Vec<Result<Message, String>> {
+    fifo::recover(line)
+}
+
+/// Panics unless `result` is a well-formed answer of the loader for config `text`: a config
+/// whose processes have distinct names, or an error whose every problem has a message and,
+/// when it is in the config itself, a position inside `text` (line ≥ 1, column ≥ 1).
+pub fn assert_well_formed(text: &str, result: &Result<Config, ConfigError>) {
+    match result {
+        Ok(config) => {
+            let mut names: Vec<&str> = config.processes.iter().map(|p| p.name.as_str()).collect();
+            names.sort_unstable();
+            let count = names.len();
+            names.dedup();
+            assert_eq!(names.len(), count, "duplicate process names: {names:?}");
+        }
+        Err(error) => {
+            let shown = error.to_string();
+            assert!(shown.contains("error: "), "{shown}");
+            if let ConfigError::Invalid { diagnostics, .. } = error {
+                assert!(!diagnostics.is_empty(), "an invalid config with no problem");
+                let lines: Vec<&str> = text.split('\n').collect();
+                for d in diagnostics.iter().filter(|d| d.file.is_none()) {
+                    assert!(!d.message.trim().is_empty(), "{d:?}");
+                    assert!(
+                        (1..=lines.len()).contains(&d.line),
+                        "line out of the file: {d:?}"
+                    );
+                    let width = lines[d.line - 1].chars().count();
+                    assert!(
+                        (1..=width + 1).contains(&d.column),
+                        "column out of line {} ({width} characters): {d:?}",
+                        d.line
+                    );
+                }
+                for d in diagnostics.iter().filter(|d| d.file.is_some()) {
+                    assert!(!d.message.trim().is_empty(), "{d:?}");
+                }
+            }
+        }
+    }
+}
