@@ -452,11 +452,14 @@ fn expected_lines(bytes: &[u8]) -> (Vec<Option<Vec<u8>>>, Option<Vec<u8>>) {
     let blank = |l: &[u8]| l.iter().all(u8::is_ascii_whitespace);
     let mut segments: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
     let last = segments.pop().unwrap_or_default();
-    let lines = segments
+    let mut lines: Vec<_> = segments
         .into_iter()
-        .filter(|l| !blank(l))
+        .filter(|l| l.len() > MAX_LINE || !blank(l))
         .map(|l| (l.len() <= MAX_LINE).then(|| l.to_vec()))
         .collect();
+    if last.len() > MAX_LINE {
+        lines.push(None);
+    }
     let partial = (!blank(last) && last.len() <= MAX_LINE).then(|| last.to_vec());
     (lines, partial)
 }
