@@ -12,5 +12,5 @@ fuzz_target!(|data: &[u8]| {
     };
     let dir = procman_fuzz::scratch_dir();
     let result = procman::fuzzing::load_procfile(text, Path::new("Procfile"), dir);
-    procman::fuzzing::assert_well_formed(text, &result);
+    procman::fuzzing::assert_well_formed(text, procman::config::Format::Procfile, &result);
 });

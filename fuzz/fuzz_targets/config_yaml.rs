@@ -14,5 +14,5 @@ fuzz_target!(|data: &[u8]| {
     let dir = procman_fuzz::scratch_dir();
     let result =
         procman::config::parse_str(text, Path::new("procman.yaml"), dir, &BTreeMap::new());
-    procman::fuzzing::assert_well_formed(text, &result);
+    procman::fuzzing::assert_well_formed(text, procman::config::Format::Yaml, &result);
 });

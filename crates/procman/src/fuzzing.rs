@@ -66,7 +66,10 @@ pub fn recover_fifo_line(line: &[u8]) -> Vec<Result<Message, String>> {
 /// Panics unless `result` is a well-formed answer of the loader for config `text`: a config
 /// whose processes have distinct names, or an error whose every problem has a message and,
 /// when it is in the config itself, a position inside `text` (line ≥ 1, column ≥ 1).
-pub fn assert_well_formed(text: &str, result: &Result<Config, ConfigError>) {
+///
+/// Lines are counted as the format does: YAML breaks lines at `\r\n`, `\r` and `\n`, a
+/// Procfile at `\n` (a `\r` before it is dropped).
+pub fn assert_well_formed(text: &str, format: Format, result: &Result<Config, ConfigError>) {
     match result {
         Ok(config) => {
             let mut names: Vec<&str> = config.processes.iter().map(|p| p.name.as_str()).collect();
@@ -80,7 +83,10 @@ pub fn assert_well_formed(text: &str, result: &Result<Config, ConfigError>) {
             assert!(shown.contains("error: "), "{shown}");
             if let ConfigError::Invalid { diagnostics, .. } = error {
                 assert!(!diagnostics.is_empty(), "an invalid config with no problem");
-                let lines: Vec<&str> = text.split('\n').collect();
+                let lines: Vec<&str> = match format {
+                    Format::Yaml => text.split("\r\n").flat_map(|l| l.split(['\r', '\n'])).collect(),
+                    Format::Procfile => text.split('\n').collect(),
+                };
                 for d in diagnostics.iter().filter(|d| d.file.is_none()) {
                     assert!(!d.message.trim().is_empty(), "{d:?}");
                     assert!(

@@ -18,7 +18,7 @@ use std::path::Path;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
-use procman::config::expand_vars;
+use procman::config::{Format, expand_vars};
 use procman::config::template::{parse_output_file, references, resolve};
 use procman::fuzzing::{
     assert_well_formed, expand_braced, load_procfile, malformed_templates, parse_env_file,
@@ -123,7 +123,7 @@ proptest! {
         let dir = config_dir();
         let dir = std::fs::canonicalize(dir.path()).unwrap();
         let first = load_yaml(&text, &dir);
-        assert_well_formed(&text, &first);
+        assert_well_formed(&text, Format::Yaml, &first);
         // The same text gets the same answer (no state survives a load).
         let again = load_yaml(&text, &dir);
         prop_assert_eq!(
@@ -150,7 +150,7 @@ proptest! {
     ) {
         let dir = config_dir();
         let result = load_procfile(&text, Path::new("Procfile"), dir.path());
-        assert_well_formed(&text, &result);
+        assert_well_formed(&text, Format::Procfile, &result);
     }
 
     #[test]
