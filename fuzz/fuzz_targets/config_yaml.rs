@@ -12,7 +12,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let dir = procman_fuzz::scratch_dir();
-    let result =
-        procman::config::parse_str(text, Path::new("procman.yaml"), dir, &BTreeMap::new());
+    let result = procman::config::parse_str(text, Path::new("procman.yaml"), dir, &BTreeMap::new());
     procman::fuzzing::assert_well_formed(text, procman::config::Format::Yaml, &result);
 });

@@ -44,9 +44,16 @@ fn chunks(bytes: &[u8], seed: u8) -> Vec<&[u8]> {
 
 fn check_message(message: &Message) {
     let line = encode(message);
-    assert!(line.ends_with('\n') && line.matches('\n').count() == 1, "{line:?}");
+    assert!(
+        line.ends_with('\n') && line.matches('\n').count() == 1,
+        "{line:?}"
+    );
     if line.len() <= MAX_LINE {
-        assert_eq!(parse_line(line.as_bytes()).as_ref(), Ok(message), "{line:?}");
+        assert_eq!(
+            parse_line(line.as_bytes()).as_ref(),
+            Ok(message),
+            "{line:?}"
+        );
     }
 }
 
@@ -55,14 +62,22 @@ fn check_line(line: &[u8]) {
     if let Ok(message) = &parsed {
         let body = line.strip_suffix(b"\n").unwrap_or(line);
         let body = body.strip_suffix(b"\r").unwrap_or(body);
-        assert!(body.len() <= MAX_LINE, "accepted a {}-byte line", body.len());
+        assert!(
+            body.len() <= MAX_LINE,
+            "accepted a {}-byte line",
+            body.len()
+        );
         check_message(message);
         // The same message padded past MAX_LINE is refused, with or without a line end.
         for end in [&b""[..], b"\n", b"\r\n"] {
             let mut padded = body.to_vec();
             padded.resize(MAX_LINE + 1, b' ');
             padded.extend_from_slice(end);
-            assert!(parse_line(&padded).is_err(), "accepted {} bytes", padded.len());
+            assert!(
+                parse_line(&padded).is_err(),
+                "accepted {} bytes",
+                padded.len()
+            );
         }
     }
     let recovered = recover_fifo_line(line);
@@ -85,7 +100,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let bytes = stream(rest);
     let whole = split_lines([&bytes[..]]);
-    assert_eq!(split_lines(chunks(&bytes, seed)), whole, "depends on the reads");
+    assert_eq!(
+        split_lines(chunks(&bytes, seed)),
+        whole,
+        "depends on the reads"
+    );
     if bytes.len() <= 4096 {
         assert_eq!(split_lines(bytes.chunks(1)), whole, "depends on the reads");
     }

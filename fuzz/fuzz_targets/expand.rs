@@ -37,10 +37,19 @@ fuzz_target!(|data: &[u8]| {
     if !text.contains("${") {
         assert_eq!(braced.as_deref(), Ok(text));
     }
-    assert_eq!(expand_vars(&text.replace('$', "$$"), &env).as_deref(), Ok(text));
-    assert_eq!(expand_braced(&text.replace("${", "$${"), &env).as_deref(), Ok(text));
+    assert_eq!(
+        expand_vars(&text.replace('$', "$$"), &env).as_deref(),
+        Ok(text)
+    );
+    assert_eq!(
+        expand_braced(&text.replace("${", "$${"), &env).as_deref(),
+        Ok(text)
+    );
     for (key, value) in &env {
-        let valid = key.chars().next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        let valid = key
+            .chars()
+            .next()
+            .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
             && key.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
         if valid {
             let braces = format!("${{{key}}}");

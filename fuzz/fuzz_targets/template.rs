@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(asked.into_inner(), refs);
         if let Some((p, k)) = refs.first() {
             let e = resolve(text, |_, _| None).unwrap_err();
-            assert!(e.contains(&format!("`{p}`")) && e.contains(&format!("`{k}`")), "{e}");
+            assert!(
+                e.contains(&format!("`{p}`")) && e.contains(&format!("`{k}`")),
+                "{e}"
+            );
         }
     }
     let _ = parse_output_file(text);

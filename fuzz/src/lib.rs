@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-
 /// A directory for configs "in" it, holding a few files for `for_each` globs and
 /// `env_file`s to find. Under `fuzz/target`, so nothing is left elsewhere.
 pub fn scratch_dir() -> &'static Path {

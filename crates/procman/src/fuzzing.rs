@@ -84,7 +84,10 @@ pub fn assert_well_formed(text: &str, format: Format, result: &Result<Config, Co
             if let ConfigError::Invalid { diagnostics, .. } = error {
                 assert!(!diagnostics.is_empty(), "an invalid config with no problem");
                 let lines: Vec<&str> = match format {
-                    Format::Yaml => text.split("\r\n").flat_map(|l| l.split(['\r', '\n'])).collect(),
+                    Format::Yaml => text
+                        .split("\r\n")
+                        .flat_map(|l| l.split(['\r', '\n']))
+                        .collect(),
                     Format::Procfile => text.split('\n').collect(),
                 };
                 for d in diagnostics.iter().filter(|d| d.file.is_none()) {

@@ -49,7 +49,11 @@ fn billion_laughs_are_refused_at_the_first_anchor() {
 fn deep_nesting_gets_one_error() {
     const DEPTH: usize = 100_000;
     // Flow collections, closed and unclosed, as a value where a mapping is expected.
-    let closed = format!("web:\n  run: x\n  env: {}{}\n", "[".repeat(DEPTH), "]".repeat(DEPTH));
+    let closed = format!(
+        "web:\n  run: x\n  env: {}{}\n",
+        "[".repeat(DEPTH),
+        "]".repeat(DEPTH)
+    );
     let (code, _, err) = check(&closed);
     assert_eq!(code, Some(1), "{err:.2000}");
     assert_eq!(err.lines().count(), 1, "{err:.2000}");
@@ -146,7 +150,12 @@ fn hostile_message_lines_get_one_sentence() {
         "{{\"type\":\"run\",\"name\":\"x\",\"run\":\"{}\"}}",
         "y".repeat(MAX_LINE)
     );
-    for line in [deep.into_bytes(), huge.into_bytes(), not_utf8, just_over.into_bytes()] {
+    for line in [
+        deep.into_bytes(),
+        huge.into_bytes(),
+        not_utf8,
+        just_over.into_bytes(),
+    ] {
         let error = parse_line(&line).unwrap_err();
         assert!(
             !error.is_empty() && !error.contains('\n') && error.len() < 400,

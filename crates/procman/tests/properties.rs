@@ -18,8 +18,8 @@ use std::path::Path;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
-use procman::config::{Format, expand_vars};
 use procman::config::template::{parse_output_file, references, resolve};
+use procman::config::{Format, expand_vars};
 use procman::fuzzing::{
     assert_well_formed, expand_braced, load_procfile, malformed_templates, parse_env_file,
     recover_fifo_line, split_lines,
@@ -102,7 +102,10 @@ fn mutated(valid: &'static str) -> impl Strategy<Value = String> {
     })
 }
 
-fn load_yaml(text: &str, dir: &Path) -> Result<procman::config::Config, procman::config::ConfigError> {
+fn load_yaml(
+    text: &str,
+    dir: &Path,
+) -> Result<procman::config::Config, procman::config::ConfigError> {
     procman::config::parse_str(text, Path::new("procman.yaml"), dir, &BTreeMap::new())
 }
 
@@ -330,17 +333,29 @@ fn state() -> impl Strategy<Value = ProcessState> {
         Just(ProcessState::Dormant),
         prop::option::of(text()).prop_map(|waiting_for| ProcessState::Waiting { waiting_for }),
         (any::<u32>(), time()).prop_map(|(pid, since)| ProcessState::Running { pid, since }),
-        (any::<u32>(), time(), time(), reason, prop::option::of(exit())).prop_map(
-            |(pid, since, deadline, reason, exit)| ProcessState::Stopping {
-                pid,
-                since,
-                deadline,
-                reason,
-                exit
+        (
+            any::<u32>(),
+            time(),
+            time(),
+            reason,
+            prop::option::of(exit())
+        )
+            .prop_map(
+                |(pid, since, deadline, reason, exit)| ProcessState::Stopping {
+                    pid,
+                    since,
+                    deadline,
+                    reason,
+                    exit
+                }
+            ),
+        (time(), any::<u32>(), prop::option::of(exit())).prop_map(|(until, attempt, exit)| {
+            ProcessState::BackingOff {
+                until,
+                attempt,
+                exit,
             }
-        ),
-        (time(), any::<u32>(), prop::option::of(exit()))
-            .prop_map(|(until, attempt, exit)| ProcessState::BackingOff { until, attempt, exit }),
+        }),
         exit().prop_map(|exit| ProcessState::Exited { exit }),
         prop::option::of(exit()).prop_map(|exit| ProcessState::Stopped { exit }),
         (prop::option::of(exit()), text())
@@ -360,8 +375,13 @@ fn reply() -> impl Strategy<Value = Reply> {
     prop_oneof![
         text().prop_map(|message| Reply::Ok { message }),
         status().prop_map(|process| Reply::Started { process }),
-        (any::<u32>(), text(), prop::collection::vec(status(), 0..5))
-            .prop_map(|(pid, config, processes)| Reply::Status { pid, config, processes }),
+        (any::<u32>(), text(), prop::collection::vec(status(), 0..5)).prop_map(
+            |(pid, config, processes)| Reply::Status {
+                pid,
+                config,
+                processes
+            }
+        ),
         status().prop_map(|process| Reply::Event { process }),
         text().prop_map(|message| Reply::Error { message }),
     ]
