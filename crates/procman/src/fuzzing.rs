@@ -19,9 +19,14 @@ pub fn load_procfile(text: &str, display_path: &Path, dir: &Path) -> Result<Conf
     config::pipeline(text, Format::Procfile, display_path, dir, &options)
 }
 
-/// The `KEY=VALUE` pairs of an environment file's `text`, or each malformed line as
-/// `(line, message)`.
-pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, Vec<(usize, String)>> {
+/// An environment file's variables, in file order.
+pub type EnvVars = Vec<(String, String)>;
+
+/// An environment file's malformed lines, as `(line, message)`.
+pub type EnvErrors = Vec<(usize, String)>;
+
+/// The `KEY=VALUE` pairs of an environment file's `text`, or each malformed line.
+pub fn parse_env_file(text: &str) -> Result<EnvVars, EnvErrors> {
     config::envfile::parse(text)
         .map_err(|errors| errors.into_iter().map(|e| (e.line, e.message)).collect())
 }
