@@ -1,14 +1,15 @@
 //! What the FIFO and the socket do with arbitrary bytes: the line splitter (lines of at
 //! most `MAX_LINE` bytes, the same lines however the stream is cut into reads), the
 //! message parser (an accepted message encodes and parses back to itself; nothing longer
-//! than `MAX_LINE` is accepted) and the FIFO's recovery of glued lines.
+//! than `MAX_LINE` is accepted), the FIFO's recovery of glued lines and its taking of a
+//! message left without a newline.
 //!
 //! Input: one byte that seeds the read sizes, then the stream, in which `0xFE n` stands for
 //! `n × 512` bytes of `x`, so that over-long lines are cheap to reach.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use procman::fuzzing::{recover_fifo_line, split_lines};
+use procman::fuzzing::{fifo_requests, recover_fifo_line, split_lines};
 use procman::protocol::{MAX_LINE, Message, encode, parse_line};
 
 fn stream(data: &[u8]) -> Vec<u8> {
@@ -107,6 +108,14 @@ fuzz_target!(|data: &[u8]| {
     );
     if bytes.len() <= 4096 {
         assert_eq!(split_lines(bytes.chunks(1)), whole, "depends on the reads");
+    }
+    // The FIFO also takes a complete message not ended by a newline; whatever it
+    // delivers is a message that round-trips.
+    for request in fifo_requests(chunks(&bytes, seed)) {
+        match request {
+            Ok(message) => check_message(&message),
+            Err(error) => assert!(!error.trim().is_empty()),
+        }
     }
     let (lines, partial) = whole;
     for line in lines.iter().flatten().chain(&partial) {

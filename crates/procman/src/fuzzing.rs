@@ -68,6 +68,18 @@ pub fn recover_fifo_line(line: &[u8]) -> Vec<Result<Message, String>> {
     fifo::recover(line)
 }
 
+/// What the server makes of a FIFO stream read in `chunks`: each request, or the error in
+/// its place, in order.
+pub fn fifo_requests<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<Result<Message, String>> {
+    let mut splitter = lines::LineSplitter::default();
+    chunks
+        .into_iter()
+        .flat_map(|chunk| fifo::requests(&mut splitter, chunk))
+        .collect()
+}
+
 /// Panics unless `result` is a well-formed answer of the loader for config `text`: a config
 /// whose processes have distinct names, or an error whose every problem has a message and,
 /// when it is in the config itself, a position inside `text` (line ≥ 1, column ≥ 1).

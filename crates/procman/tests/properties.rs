@@ -6,7 +6,8 @@
 //!   variable expansion panic, and every loader error is located inside the file;
 //! - every request and reply, with every process state, encodes to one line that parses back
 //!   to itself;
-//! - the line splitter gives the same lines however the stream is cut into reads;
+//! - the line splitter gives the same lines however the stream is cut into reads, and the
+//!   FIFO delivers every message of a stream of messages however it is read;
 //! - expansion substitutes each value once, as is; escaping expands back to the text; and it
 //!   is idempotent exactly on text without `$` (a second pass over an expansion is needed
 //!   nowhere and would be wrong: `$$HOME` means the text `$HOME`);
@@ -21,8 +22,8 @@ use proptest::test_runner::Config;
 use procman::config::template::{parse_output_file, references, resolve};
 use procman::config::{Format, expand_vars};
 use procman::fuzzing::{
-    assert_well_formed, expand_braced, load_procfile, malformed_templates, parse_env_file,
-    recover_fifo_line, split_lines,
+    assert_well_formed, expand_braced, fifo_requests, load_procfile, malformed_templates,
+    parse_env_file, recover_fifo_line, split_lines,
 };
 use procman::protocol::{
     Exit, MAX_LINE, Message, ProcessName, ProcessState, ProcessStatus, Reply, RunRequest,
@@ -364,11 +365,14 @@ fn state() -> impl Strategy<Value = ProcessState> {
 }
 
 fn status() -> impl Strategy<Value = ProcessStatus> {
-    (name(), state(), any::<u32>()).prop_map(|(name, state, restarts)| ProcessStatus {
-        name,
-        state,
-        restarts,
-    })
+    (name(), state(), any::<u32>(), prop::option::of(name())).prop_map(
+        |(name, state, restarts, group)| ProcessStatus {
+            name,
+            state,
+            restarts,
+            group,
+        },
+    )
 }
 
 fn reply() -> impl Strategy<Value = Reply> {
@@ -415,6 +419,20 @@ proptest! {
             over.extend_from_slice(b"\r\n");
             prop_assert!(parse_line(&over).is_err());
         }
+    }
+
+    #[test]
+    fn the_fifo_delivers_every_message_however_it_is_read(
+        messages in prop::collection::vec(message(), 0..6),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+    ) {
+        let stream: Vec<u8> = messages.iter().flat_map(|m| encode(m).into_bytes()).collect();
+        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+        at.extend([0, stream.len()]);
+        at.sort_unstable();
+        let chunks = at.windows(2).map(|w| &stream[w[0]..w[1]]);
+        let expected: Vec<Result<Message, String>> = messages.into_iter().map(Ok).collect();
+        prop_assert_eq!(fifo_requests(chunks), expected);
     }
 
     #[test]
