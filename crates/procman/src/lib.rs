@@ -23,6 +23,8 @@ pub mod control;
 pub mod deps;
 pub mod duration;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod output;
 pub mod protocol;
 pub mod server;

@@ -8,14 +8,14 @@
 
 /// One malformed line: where (1-based) and what is wrong, with what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct LineError {
+pub(crate) struct LineError {
     pub line: usize,
     pub message: String,
 }
 
 /// The `KEY=VALUE` pairs of `text`, in order (a later key overrides an earlier one when
 /// collected into a map), or every malformed line.
-pub(super) fn parse(text: &str) -> Result<Vec<(String, String)>, Vec<LineError>> {
+pub(crate) fn parse(text: &str) -> Result<Vec<(String, String)>, Vec<LineError>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines: Vec<&str> = text
         .split('\n')

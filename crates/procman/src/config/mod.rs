@@ -16,7 +16,7 @@
 //! [`load`] is the one entry point of `check`, `run` and `serve`: they agree on every input.
 
 mod draft;
-mod envfile;
+pub(crate) mod envfile;
 mod error;
 mod expand;
 mod model;
@@ -35,6 +35,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Diagnostic};
+pub(crate) use expand::expand_braced;
 pub use expand::expand_vars;
 pub use model::*;
 pub use mutate::REPLICA_VAR;
@@ -92,7 +93,7 @@ pub fn parse_str(
     pipeline(text, Format::Yaml, display_path, dir, &options)
 }
 
-fn pipeline(
+pub(crate) fn pipeline(
     text: &str,
     format: Format,
     display_path: &Path,

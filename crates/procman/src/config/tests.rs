@@ -473,6 +473,10 @@ fn error_display_has_path_line_col_per_problem() {
 fn yaml_syntax_error() {
     only_err("web:\n  run: [\n", 3, 1, &["invalid YAML"]);
     only_err("web:\n  run: \"x\n", 2, 8, &["invalid YAML"]);
+    // Found by fuzzing: at the end of a file without a final newline, the scanner's mark
+    // is on a line past the end; the error points at the end of the last line instead.
+    only_err("web:\n  run: x\nb", 3, 2, &["invalid YAML"]);
+    only_err("web:\n  run: [", 2, 9, &["invalid YAML"]);
 }
 
 #[test]

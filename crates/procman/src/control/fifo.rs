@@ -102,7 +102,6 @@ pub(crate) fn create(path: &Path) -> Result<(pipe::Receiver, (u64, u64)), Contro
 pub(crate) async fn read_loop(mut receiver: pipe::Receiver, tx: mpsc::Sender<Incoming>) {
     let mut splitter = LineSplitter::default();
     let mut buf = vec![0u8; 16 * 1024];
-    let mut pieces = Vec::new();
     loop {
         let n = match receiver.read(&mut buf).await {
             Ok(0) => {
@@ -124,26 +123,32 @@ pub(crate) async fn read_loop(mut receiver: pipe::Receiver, tx: mpsc::Sender<Inc
                 return;
             }
         };
-        splitter.push(&buf[..n], &mut pieces);
-        // We hold the FIFO open ourselves, so a writer's close is never seen: a complete
-        // message that its writer did not end with a newline is taken as it stands.
-        if let Some(line) = splitter.take_if_complete(is_json) {
-            pieces.push(Piece::Line(line));
-        }
-        for piece in pieces.drain(..) {
-            let results = match piece {
-                Piece::Line(line) => recover(&line),
-                Piece::TooLong => vec![Err(format!(
-                    "discarded a message longer than {MAX_LINE} bytes; messages are limited to {MAX_LINE} bytes per line"
-                ))],
-            };
-            for request in results {
-                if tx.send(fifo_incoming(request)).await.is_err() {
-                    return;
-                }
+        for request in requests(&mut splitter, &buf[..n]) {
+            if tx.send(fifo_incoming(request)).await.is_err() {
+                return;
             }
         }
     }
+}
+
+/// The requests (or the errors in their place) that one read of the FIFO completes.
+pub(crate) fn requests(splitter: &mut LineSplitter, chunk: &[u8]) -> Vec<Result<Message, String>> {
+    let mut pieces = Vec::new();
+    splitter.push(chunk, &mut pieces);
+    // We hold the FIFO open ourselves, so a writer's close is never seen: a complete
+    // message that its writer did not end with a newline is taken as it stands.
+    if let Some(line) = splitter.take_if_complete(is_json) {
+        pieces.push(Piece::Line(line));
+    }
+    pieces
+        .into_iter()
+        .flat_map(|piece| match piece {
+            Piece::Line(line) => recover(&line),
+            Piece::TooLong => vec![Err(format!(
+                "discarded a message longer than {MAX_LINE} bytes; messages are limited to {MAX_LINE} bytes per line"
+            ))],
+        })
+        .collect()
 }
 
 fn fifo_incoming(request: Result<Message, String>) -> Incoming {

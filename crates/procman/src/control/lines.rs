@@ -35,7 +35,9 @@ impl LineSplitter {
             self.buf.extend_from_slice(segment);
             if newline.is_some() {
                 let line = std::mem::take(&mut self.buf);
-                if !line.iter().all(u8::is_ascii_whitespace) {
+                if line.len() > MAX_LINE {
+                    out.push(Piece::TooLong);
+                } else if !line.iter().all(u8::is_ascii_whitespace) {
                     out.push(Piece::Line(line));
                 }
             } else if self.buf.len() > MAX_LINE {
@@ -113,5 +115,20 @@ mod tests {
         let big = vec![b'x'; MAX_LINE + 10];
         let out = split(&[&big, &big, b"tail\nok\n"]);
         assert_eq!(out, vec![Piece::TooLong, Piece::Line(b"ok".to_vec())]);
+    }
+
+    /// Found by fuzzing: a long line whose `\n` came in the read that took it past
+    /// MAX_LINE was passed on whole, so the answer depended on how the stream was read.
+    #[test]
+    fn long_line_is_too_long_however_it_is_read() {
+        let mut line = vec![b'x'; MAX_LINE + 1];
+        line.push(b'\n');
+        let (start, end) = line.split_at(MAX_LINE);
+        for chunks in [vec![&line[..]], vec![start, end]] {
+            assert_eq!(split(&chunks), vec![Piece::TooLong]);
+        }
+        let mut max = vec![b'x'; MAX_LINE];
+        max.push(b'\n');
+        assert_eq!(split(&[&max]), vec![Piece::Line(vec![b'x'; MAX_LINE])]);
     }
 }

@@ -144,14 +144,14 @@ fn is_false(b: &bool) -> bool {
 /// Parses one line (a trailing `\n` or `\r\n` is allowed). Errors are one sentence saying
 /// what is wrong with the line.
 pub fn parse_line(line: &[u8]) -> Result<Message, String> {
-    if line.len() > MAX_LINE + 2 {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > MAX_LINE {
         return Err(format!(
             "message is {} bytes; messages are limited to {MAX_LINE} bytes per line",
             line.len()
         ));
     }
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
     let text = std::str::from_utf8(line).map_err(|e| {
         format!(
             "message is not UTF-8 text (invalid byte at offset {}); expected one JSON object per line",
@@ -373,6 +373,17 @@ mod tests {
         );
         let e = err(&long);
         assert!(e.contains("limited to 65536"), "{e}");
+        // Found by fuzzing: MAX_LINE + 1 bytes without a line end were accepted.
+        let mut over = br#"{"type":"status"}"#.to_vec();
+        over.resize(MAX_LINE, b' ');
+        assert_eq!(parse_line(&over), Ok(Message::Status));
+        over.extend_from_slice(b"\r\n");
+        assert_eq!(parse_line(&over), Ok(Message::Status));
+        over.insert(0, b' ');
+        let e = parse_line(&over).unwrap_err();
+        assert!(e.contains("message is 65537 bytes"), "{e}");
+        over.truncate(MAX_LINE + 1);
+        assert!(parse_line(&over).is_err());
         let e = err(r#"{"type":"run","name":"x","run":"y","env":{"A":1}}"#);
         assert!(e.contains("invalid `run` message"), "{e}");
     }

@@ -41,6 +41,9 @@ pub(super) fn loc(n: &Node) -> Location {
 /// First private-use character used to mask duplicate keys (see [`load_yaml`]).
 const MASK_BASE: u32 = 0xE000;
 const MAX_MASKED: u32 = 256;
+/// How much text the duplicate-key retries may parse again in all: each retry parses the
+/// whole text twice, so without a bound a large file full of duplicates takes hours.
+const MAX_REPARSED: usize = 2 << 20;
 
 fn is_mask(c: char) -> bool {
     (MASK_BASE..MASK_BASE + MAX_MASKED).contains(&u32::from(c))
@@ -51,7 +54,8 @@ fn is_mask(c: char) -> bool {
 /// marked-yaml stops at the first duplicate, so each one found is reported and then masked in
 /// the source (its first character swapped for a private-use one, which keeps every position
 /// intact) and the load retried; masked entries are dropped from the final tree, so the first
-/// definition of a duplicated key is the one that is checked further.
+/// definition of a duplicated key is the one that is checked further. Past [`MAX_MASKED`]
+/// duplicates or [`MAX_REPARSED`] bytes parsed again, the next duplicate is the last error.
 pub(super) fn load_yaml(text: &str, cx: &mut Ctx) -> Option<Node> {
     if only_comments(text) {
         return None;
@@ -77,8 +81,11 @@ pub(super) fn load_yaml(text: &str, cx: &mut Ctx) -> Option<Node> {
                 locate_empty_values(&mut root);
                 return Some(root);
             }
-            Err(LoadError::DuplicateKey(dup)) if masked < MAX_MASKED => {
+            Err(LoadError::DuplicateKey(dup)) => {
                 report_duplicate(&current, &dup.prev_key, &dup.key, cx);
+                if masked >= MAX_MASKED || masked as usize * text.len() > MAX_REPARSED {
+                    return None;
+                }
                 let chars = source.get_or_insert_with(|| text.chars().collect());
                 let start = dup.key.span().start().map(|m| m.character());
                 let target = start.map(|i| match chars.get(i) {
@@ -99,7 +106,7 @@ pub(super) fn load_yaml(text: &str, cx: &mut Ctx) -> Option<Node> {
                                 Some(root)
                             }
                             Err(e) => {
-                                report_load_error(e, cx);
+                                report_load_error(e, text, cx);
                                 None
                             }
                         };
@@ -107,7 +114,7 @@ pub(super) fn load_yaml(text: &str, cx: &mut Ctx) -> Option<Node> {
                 }
             }
             Err(e) => {
-                report_load_error(e, cx);
+                report_load_error(e, text, cx);
                 return None;
             }
         }
@@ -203,7 +210,22 @@ fn locate_empty_values(node: &mut Node) {
     }
 }
 
-fn report_load_error(e: LoadError, cx: &mut Ctx) {
+/// The YAML scanner reads an implicit line end after the text, so an error found at the end
+/// of a file that does not end with `\n` is marked on a line past its end: point at the end
+/// of the last line instead.
+fn within(text: &str, at: Location) -> Location {
+    let lines = text.split('\n').count();
+    if at.line <= lines {
+        return at;
+    }
+    let last = text.rsplit('\n').next().unwrap_or_default();
+    Location {
+        line: lines,
+        column: last.chars().count() + 1,
+    }
+}
+
+fn report_load_error(e: LoadError, text: &str, cx: &mut Ctx) {
     let (at, message) = match e {
         LoadError::TopLevelMustBeMapping(m) | LoadError::TopLevelMustBeSequence(m) => (
             marker_loc(&m),
@@ -227,5 +249,5 @@ fn report_load_error(e: LoadError, cx: &mut Ctx) {
             format!("duplicate key `{}`", dup.key.as_str()),
         ),
     };
-    cx.err(at, message);
+    cx.err(within(text, at), message);
 }
