@@ -114,6 +114,13 @@ enum Command {
         #[command(flatten)]
         env: EnvArgs,
     },
+    /// A live terminal view of a running stack: its processes, their output, and keys to
+    /// restart, stop and start them. Offers to start a server when none runs.
+    Tui {
+        /// Config file of the server.
+        #[arg(default_value_os_t = default_path())]
+        config: PathBuf,
+    },
     /// Print the JSON Schema of procman.yaml (for editors: `# yaml-language-server: $schema=…`).
     Schema,
     /// Wait for one condition, written as a dependency in procman.yaml: exit 0 once it
@@ -538,6 +545,7 @@ pub fn main() -> ExitCode {
         Some(Command::Stop { config, processes }) => client::stop(&config, &processes),
         Some(Command::Restart { config, processes }) => client::restart(&config, &processes),
         Some(Command::Status { config, json }) => client::status(&config, json),
+        Some(Command::Tui { config }) => client::tui(&config),
         Some(Command::Wait(args)) => client::wait(&args.request()),
         Some(Command::Export(command)) => command.run(),
         None => server::run(cli.run.invocation(None)),
