@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::{Served, free_port, unique_sleep};
@@ -74,7 +74,8 @@ impl Pty {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                let mut t = shared.0.lock().unwrap();
+                // A test that failed while holding the lock poisoned it; keep reading.
+                let mut t = shared.0.lock().unwrap_or_else(PoisonError::into_inner);
                 t.parser.process(&buf[..n]);
                 t.raw.extend_from_slice(&buf[..n]);
                 let screen = t.parser.screen().contents();
@@ -87,7 +88,11 @@ impl Pty {
                 drop(t);
                 shared.1.notify_all();
             }
-            shared.0.lock().unwrap().closed = true;
+            shared
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .closed = true;
             shared.1.notify_all();
         });
         Pty {
@@ -341,7 +346,7 @@ fn the_list_shows_each_state_and_keys_stop_start_restart_and_quit() {
 fn a_failure_that_ends_the_stack_shows_failed_then_the_view_closes() {
     let m = unique_sleep();
     let s = Served::new(&format!(
-        "web:\n  run: exec sleep {m}\n\
+        "web:\n  run: trap '' TERM; exec sleep {m}\n  stop_timeout: 3s\n\
          bad:\n  run: read line < go; exit 3\n"
     ));
     let fifo = s.sb.file("go");
@@ -367,8 +372,17 @@ fn a_failure_that_ends_the_stack_shows_failed_then_the_view_closes() {
     assert_eq!(tui.exit_code(), 1);
     assert_eq!(server.wait(T).code(), Some(3));
     tui.assert_restored();
+    // What it printed after leaving the alternate screen: why, and the last states.
     let after = String::from_utf8_lossy(&tui.raw_since(mark)).into_owned();
-    assert!(after.contains("the server has exited"), "{after:?}");
+    let report = &after[after
+        .rfind("\x1b[?1049l")
+        .expect("left the alternate screen")..];
+    assert!(report.contains("the server has exited"), "{report:?}");
+    let bad = row(report, "bad").unwrap_or_else(|| panic!("no bad row in {report:?}"));
+    assert!(
+        bad.contains("failed") && bad.contains("bad exited with code 3"),
+        "{bad}"
+    );
 }
 
 #[test]
@@ -401,9 +415,11 @@ fn sigterm_restores_the_terminal_and_the_shell_works_after() {
     let mark = shell.raw_len();
     // SAFETY: kill(2) on our own grandchild's pid; no memory involved.
     assert_eq!(unsafe { libc::kill(tui, libc::SIGTERM) }, 0);
-    shell.wait("the prompt again", |s| {
-        !s.contains("RESTARTS") && s.contains("$ ")
-    });
+    // Typing before the view has exited would feed the view, not the shell.
+    assert!(common::eventually(T, || !procref::process::is_alive(
+        tui as u32
+    )));
+    shell.wait("the prompt again", |s| s.matches("$ ").count() >= 2);
     let after = shell.raw_since(mark);
     for (sequence, what) in [
         (&b"\x1b[?1049l"[..], "leave the alternate screen"),

@@ -285,7 +285,8 @@ async fn run(paths: &RuntimePaths, started: Option<ServerInfo>) -> Result<i32> {
             0
         }
         Outcome::ServerGone(why) => {
-            eprintln!("procman: {why} (config {config}); the view is closed");
+            eprintln!("procman: {why} (config {config}); the view is closed. Last known states:");
+            eprintln!("{}", super::status::table(&app.processes, Timestamp::now()));
             1
         }
         Outcome::TerminalGone => 1,
