@@ -624,6 +624,30 @@ mod tests {
     }
 
     #[test]
+    fn tiny_terminals_draw_without_panicking() {
+        let mut app = App::new("c".into(), true);
+        app.on_server(FromServer::Reply(Reply::Status {
+            pid: 7,
+            config: "c".into(),
+            processes: vec![row("web", ProcessState::Dormant)],
+        }));
+        app.on_server(FromServer::Logs(vec![LogLine {
+            name: "web".into(),
+            time: Timestamp(1),
+            line: "界".repeat(50),
+        }]));
+        for mode in [Mode::Normal, Mode::Help, Mode::Searching("x".into())] {
+            for merged in [false, true] {
+                app.mode = mode.clone();
+                app.merged = merged;
+                for (w, h) in [(1, 1), (2, 3), (10, 3), (20, 5), (40, 8)] {
+                    screen(&mut app, w, h);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn clocks() {
         assert_eq!(clock(Duration::from_secs(5)), "5s");
         assert_eq!(clock(Duration::from_secs(187)), "3m07s");
