@@ -242,7 +242,8 @@ impl App {
         }
     }
 
-    fn tell(&mut self, text: impl Into<String>, error: bool) {
+    /// Shows `text` in the status line.
+    pub fn tell(&mut self, text: impl Into<String>, error: bool) {
         self.notice = Some(Notice {
             text: text.into(),
             error,

@@ -37,6 +37,9 @@ use crate::server::ATTACH_DEFAULT;
 /// Shortest time between two frames while output pours in.
 const FRAME: Duration = Duration::from_millis(33);
 
+/// Most messages taken in between two looks at the keys and the clock.
+const BATCH: usize = 4096;
+
 /// Bound on starting a server for the view.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -176,16 +179,14 @@ async fn run(paths: &RuntimePaths, started: Option<ServerInfo>) -> Result<i32> {
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let mut app = App::new(paths.config.display().to_string(), color);
     if let Some(server) = &started {
-        app.on_answer(
-            "starting a server",
-            Ok(Reply::Ok {
-                message: format!(
-                    "started a server (pid {}); it stops {}s after the last client leaves; log: {}",
-                    server.pid,
-                    ATTACH_DEFAULT.as_secs(),
-                    paths.discovery.with_extension("log").display()
-                ),
-            }),
+        app.tell(
+            format!(
+                "started a server (pid {}); it stops {}s after the last client leaves; log: {}",
+                server.pid,
+                ATTACH_DEFAULT.as_secs(),
+                paths.discovery.with_extension("log").display()
+            ),
+            false,
         );
     }
     let mut server = watch_server(paths);
@@ -239,7 +240,10 @@ async fn run(paths: &RuntimePaths, started: Option<ServerInfo>) -> Result<i32> {
                 dirty = true;
             }
             incoming = server_rx.recv() => {
+                // Take in what has arrived, but draw at least once a batch while output
+                // pours in.
                 let mut next = incoming;
+                let mut budget = BATCH;
                 while let Some(incoming) = next.take() {
                     match incoming {
                         Incoming::Server(message) => {
@@ -260,7 +264,10 @@ async fn run(paths: &RuntimePaths, started: Option<ServerInfo>) -> Result<i32> {
                             }
                         }
                     }
-                    next = server_rx.try_recv().ok();
+                    budget -= 1;
+                    if budget > 0 {
+                        next = server_rx.try_recv().ok();
+                    }
                 }
                 dirty = true;
             }
