@@ -462,22 +462,39 @@ fn without_a_server_it_says_how_or_starts_one() {
     assert!(declined.screen().contains("start one with `procman serve"));
     assert!(s.runtime_files().is_empty());
 
-    // Accepted: a server with attach's defaults, held while the view is open.
-    let mut accepted = Pty::tui(&s, &[]);
-    accepted.wait("the offer", |s| s.contains("Start one"));
+    // Accepted: a server with attach's idle timeouts (here 1s), held while the view is
+    // open, that leaves by itself once the view has quit.
+    let idle = [
+        ("PROCMAN_DISCONNECT_TIMEOUT", "1s"),
+        ("PROCMAN_NO_CLIENT_TIMEOUT", "1s"),
+    ];
+    let mut accepted = Pty::tui(&s, &idle);
+    accepted.wait("the offer", |s| {
+        s.contains("it stops 1s after the last client leaves")
+    });
     accepted.send("y\r");
     accepted.wait_row("web", "running", running);
-    accepted.wait("the notice", |s| s.contains("started a server (pid"));
+    let screen = accepted.wait("the notice", |s| s.contains("started a server (pid"));
+    let server: u32 = screen
+        .split("started a server (pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .expect("the server's pid");
+    // Longer than the disconnect timeout: the open view keeps the server.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        procref::process::is_alive(server),
+        "the server left while viewed"
+    );
+    accepted.wait_row("web", "still running", running);
     accepted.send("q");
     assert_eq!(accepted.exit_code(), 0);
-    let status = s.status();
-    assert_eq!(status["processes"][0]["state"], "running", "{status}");
-    let server = status["pid"].as_u64().unwrap() as u32;
-    let (code, _, err) = s.client(&["stop"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(common::eventually(T, || !procref::process::is_alive(
-        server
-    )));
+    assert!(
+        common::eventually(T, || !procref::process::is_alive(server)),
+        "the server did not leave after the last client"
+    );
+    assert!(common::eventually(T, || s.runtime_files().is_empty()));
 }
 
 /// The resident memory of `pid` in KiB.

@@ -31,8 +31,8 @@ use self::terminal::TerminalGuard;
 use super::attach::{AttachOptions, ensure_server};
 use super::{ClientReference, warn_on_version_skew};
 use crate::control::{self, RuntimePaths, ServerInfo};
+use crate::duration::format_timeout;
 use crate::protocol::{PROTOCOL_VERSION, Reply, Timestamp};
-use crate::server::ATTACH_DEFAULT;
 
 /// Shortest time between two frames while output pours in.
 const FRAME: Duration = Duration::from_millis(33);
@@ -47,8 +47,19 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `procman tui [CONFIG]`: shows the stack of the server for `config` until `q`; offers
-/// to start a server when none runs. Returns the exit code.
-pub fn tui(config: &Path) -> Result<i32> {
+/// to start a server when none runs, with these idle timeouts (`attach`'s). Returns the
+/// exit code.
+pub fn tui(
+    config: &Path,
+    disconnect_timeout: Option<Duration>,
+    no_client_timeout: Option<Duration>,
+) -> Result<i32> {
+    let options = AttachOptions {
+        disconnect_timeout,
+        no_client_timeout,
+        startup_timeout: STARTUP_TIMEOUT,
+        serve_args: Vec::new(),
+    };
     let paths = RuntimePaths::for_config(config)?;
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let running = ServerInfo::read(&paths.discovery).filter(ServerInfo::is_live);
@@ -64,7 +75,7 @@ pub fn tui(config: &Path) -> Result<i32> {
             );
         }
         warn_on_version_skew(server);
-    } else if !(interactive && offer_server(&paths)?) {
+    } else if !(interactive && offer_server(&paths, disconnect_timeout)?) {
         let config = paths.config.display();
         eprintln!(
             "procman: no server runs for {config}; start one with `procman serve {config}` \
@@ -80,18 +91,23 @@ pub fn tui(config: &Path) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(open(&paths, running.is_none()))
+        .block_on(open(&paths, running.is_none().then_some(options)))
 }
 
 /// Asks whether to start a server; `true` for yes.
-fn offer_server(paths: &RuntimePaths) -> Result<bool> {
+fn offer_server(paths: &RuntimePaths, disconnect: Option<Duration>) -> Result<bool> {
     let mut stderr = std::io::stderr();
+    let lingers = match disconnect {
+        Some(after) => format!(
+            "it stops {} after the last client leaves",
+            format_timeout(Some(after))
+        ),
+        None => "it runs until `procman stop`".into(),
+    };
     write!(
         stderr,
-        "No procman server runs for {}. Start one (it stops {}s after the last client \
-         leaves)? [y/N] ",
+        "No procman server runs for {}. Start one ({lingers})? [y/N] ",
         paths.config.display(),
-        ATTACH_DEFAULT.as_secs()
     )?;
     stderr.flush()?;
     let mut answer = String::new();
@@ -99,19 +115,15 @@ fn offer_server(paths: &RuntimePaths) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }
 
-/// Holds a reference (starting the server first if asked), then runs the view.
-async fn open(paths: &RuntimePaths, start: bool) -> Result<i32> {
+/// Holds a reference (starting a server with `start`'s options first), then runs the view.
+async fn open(paths: &RuntimePaths, start: Option<AttachOptions>) -> Result<i32> {
     let reference = ClientReference::acquire(paths)?;
-    let started = if start {
-        let options = AttachOptions {
-            disconnect_timeout: Some(ATTACH_DEFAULT),
-            no_client_timeout: Some(ATTACH_DEFAULT),
-            startup_timeout: STARTUP_TIMEOUT,
-            serve_args: Vec::new(),
-        };
-        Some(ensure_server(paths, reference.counter(), &options).await?)
-    } else {
-        None
+    let started = match start {
+        Some(options) => Some((
+            ensure_server(paths, reference.counter(), &options).await?,
+            options.disconnect_timeout,
+        )),
+        None => None,
     };
     let code = run(paths, started).await;
     drop(reference);
@@ -168,7 +180,7 @@ fn watch_server(paths: &RuntimePaths) -> Option<ServerWatch> {
 }
 
 /// The event loop: server messages, keys, answers, signals and the clock in; frames out.
-async fn run(paths: &RuntimePaths, started: Option<ServerInfo>) -> Result<i32> {
+async fn run(paths: &RuntimePaths, started: Option<(ServerInfo, Option<Duration>)>) -> Result<i32> {
     // Signals first: from the moment the terminal changes, they must reach this loop.
     let mut signals = [
         (libc::SIGTERM, signal(SignalKind::terminate())?),
@@ -178,12 +190,12 @@ async fn run(paths: &RuntimePaths, started: Option<ServerInfo>) -> Result<i32> {
     ];
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let mut app = App::new(paths.config.display().to_string(), color);
-    if let Some(server) = &started {
+    if let Some((server, disconnect)) = &started {
         app.tell(
             format!(
-                "started a server (pid {}); it stops {}s after the last client leaves; log: {}",
+                "started a server (pid {}), which stops {} after the last client leaves; log: {}",
                 server.pid,
-                ATTACH_DEFAULT.as_secs(),
+                format_timeout(*disconnect),
                 paths.discovery.with_extension("log").display()
             ),
             false,
