@@ -114,6 +114,19 @@ enum Command {
         #[command(flatten)]
         env: EnvArgs,
     },
+    /// A live terminal view of a running stack: its processes, their output, and keys to
+    /// restart, stop and start them. Offers to start a server when none runs.
+    Tui {
+        /// Config file of the server.
+        #[arg(default_value_os_t = default_path())]
+        config: PathBuf,
+        /// For a server this view starts: shut down once no client has been left this long.
+        #[arg(long, env = "PROCMAN_DISCONNECT_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+        disconnect_timeout: Timeout,
+        /// For a server this view starts: shut down if no client ever arrives this long.
+        #[arg(long, env = "PROCMAN_NO_CLIENT_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+        no_client_timeout: Timeout,
+    },
     /// Print the JSON Schema of procman.yaml (for editors: `# yaml-language-server: $schema=…`).
     Schema,
     /// Wait for one condition, written as a dependency in procman.yaml: exit 0 once it
@@ -538,6 +551,11 @@ pub fn main() -> ExitCode {
         Some(Command::Stop { config, processes }) => client::stop(&config, &processes),
         Some(Command::Restart { config, processes }) => client::restart(&config, &processes),
         Some(Command::Status { config, json }) => client::status(&config, json),
+        Some(Command::Tui {
+            config,
+            disconnect_timeout,
+            no_client_timeout,
+        }) => client::tui(&config, disconnect_timeout.0, no_client_timeout.0),
         Some(Command::Wait(args)) => client::wait(&args.request()),
         Some(Command::Export(command)) => command.run(),
         None => server::run(cli.run.invocation(None)),

@@ -62,7 +62,7 @@ pub async fn attach(config: &Path, options: &AttachOptions, command: &[String]) 
 
 /// The live server for `paths`, started (detached) if there is none. Runs under the
 /// startup lock, so concurrent attaches start exactly one.
-async fn ensure_server(
+pub(super) async fn ensure_server(
     paths: &RuntimePaths,
     counter: &SysvRefCounter,
     options: &AttachOptions,

@@ -8,6 +8,7 @@ mod restart;
 mod start;
 mod status;
 mod stop;
+mod tui;
 mod wait;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ pub use restart::restart;
 pub use start::start;
 pub use status::status;
 pub use stop::stop;
+pub use tui::tui;
 pub use wait::{NOT_SATISFIED, WAIT_VALUE_VAR, WaitRequest, wait};
 
 use crate::control::{self, RuntimePaths, ServerInfo};
