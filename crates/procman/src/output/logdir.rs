@@ -39,6 +39,12 @@ pub(crate) struct LogDir {
     manifest: File,
 }
 
+/// The first line of a manifest: who writes into the directory now.
+#[derive(Serialize, Deserialize)]
+struct Holder {
+    pid: u32,
+}
+
 /// A file procman created, as recorded in a manifest.
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -62,11 +68,16 @@ impl LogDir {
         )?;
         lock(&dir, path)?;
         rotate(&dir, path)?;
-        let manifest = create(&dir, MANIFEST).map_err(|e| refusal(&dir, path, MANIFEST, e))?;
+        let manifest =
+            File::from(create(&dir, MANIFEST).map_err(|e| refusal(&dir, path, MANIFEST, e))?);
+        let holder = serde_json::to_vec(&Holder {
+            pid: std::process::id(),
+        })?;
+        (&manifest).write_all(&[&holder[..], b"\n"].concat())?;
         let dir = LogDir {
             path: path.to_owned(),
             dir,
-            manifest: File::from(manifest),
+            manifest,
         };
         let combined = dir.create(COMBINED)?;
         Ok((dir, combined))
@@ -162,12 +173,20 @@ fn lock(dir: &OwnedFd, path: &Path) -> io::Result<()> {
         .spawn(move || {
             let _ = tx.send(rustix::fs::flock(&waiter, FlockOperation::LockExclusive));
         })?;
+    let holder = read_manifest(dir, path)
+        .ok()
+        .flatten()
+        .and_then(|text| parse::<Holder>(&text).next())
+        .map_or_else(
+            || "another procman".to_owned(),
+            |h| format!("procman (pid {})", h.pid),
+        );
     match rx.recv_timeout(LOCK_WAIT) {
         Ok(result) => Ok(result?),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::WouldBlock,
             format!(
-                "{} is the log directory of another procman that is running; stop it or give this one its own --log-dir",
+                "{} is the log directory of {holder}, which is running; stop it or give this one its own --log-dir",
                 path.display()
             ),
         )),
@@ -177,9 +196,10 @@ fn lock(dir: &OwnedFd, path: &Path) -> io::Result<()> {
 /// Moves the files of the previous run (as its manifest records them) into `previous/`,
 /// after deleting the run before that one's files there.
 fn rotate(dir: &OwnedFd, path: &Path) -> io::Result<()> {
-    let Some(entries) = read_manifest(dir, path)? else {
+    let Some(text) = read_manifest(dir, path)? else {
         return Ok(());
     };
+    let entries: Vec<Entry> = parse(&text).collect();
     let prev_path = path.join(PREVIOUS);
     match rustix::fs::mkdirat(dir, PREVIOUS, Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(Errno::EXIST) => {}
@@ -202,7 +222,7 @@ fn rotate(dir: &OwnedFd, path: &Path) -> io::Result<()> {
         ));
     }
     if let Some(older) = read_manifest(&prev, &prev_path)? {
-        for entry in older.iter().filter(|e| is_recorded(&prev, e)) {
+        for entry in parse::<Entry>(&older).filter(|e| is_recorded(&prev, e)) {
             unlink(&prev, &prev_path, &entry.file)?;
         }
         unlink(&prev, &prev_path, MANIFEST)?;
@@ -242,9 +262,9 @@ fn unlink(dir: &OwnedFd, path: &Path, file: &str) -> io::Result<()> {
     rustix::fs::unlinkat(dir, file, AtFlags::empty()).map_err(|e| context(e, &path.join(file)))
 }
 
-/// The entries of `dir`'s manifest; `None` if there is none. A manifest that procman
+/// The text of `dir`'s manifest; `None` if there is none. A manifest that procman
 /// cannot have written (not a regular file of ours, or writable by others) is an error.
-fn read_manifest(dir: &OwnedFd, path: &Path) -> io::Result<Option<Vec<Entry>>> {
+fn read_manifest(dir: &OwnedFd, path: &Path) -> io::Result<Option<Vec<u8>>> {
     let shown = path.join(MANIFEST);
     let fd = match rustix::fs::openat(
         dir,
@@ -263,12 +283,14 @@ fn read_manifest(dir: &OwnedFd, path: &Path) -> io::Result<Option<Vec<Entry>>> {
     }
     let mut text = Vec::new();
     File::from(fd).read_to_end(&mut text)?;
-    // A line cut short by a crash is skipped; the file it named stays where it is.
-    Ok(Some(
-        text.split(|&b| b == b'\n')
-            .filter_map(|line| serde_json::from_slice(line).ok())
-            .collect(),
-    ))
+    Ok(Some(text))
+}
+
+/// The lines of a manifest that are a `T`. A line cut short by a crash is skipped (the
+/// file it named stays where it is).
+fn parse<'a, T: Deserialize<'a>>(text: &'a [u8]) -> impl Iterator<Item = T> + 'a {
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice(line).ok())
 }
 
 fn untrusted(shown: &Path, why: &str) -> io::Error {
