@@ -37,6 +37,8 @@ pub(crate) struct Batch {
     logs: bool,
     /// `{RFC 3339 UTC time with milliseconds} ` of the lines being added.
     stamp: String,
+    /// The stamp and the log prefix of the process whose lines are being added.
+    log_prefix: Vec<u8>,
     /// Prefixed (and maybe coloured) lines for the terminal.
     pub(crate) term: Vec<u8>,
     /// Time-stamped, prefixed lines without escape sequences for `procman.log`.
@@ -49,6 +51,7 @@ impl Batch {
         Batch {
             logs,
             stamp: String::new(),
+            log_prefix: Vec::new(),
             term: Vec::new(),
             log: Vec::new(),
         }
@@ -62,15 +65,26 @@ impl Batch {
         }
     }
 
-    /// Adds one line (without its line ending). `escapes` says whether the line may hold
-    /// escape sequences that the log must not.
+    /// Starts adding lines of the process with `prefix`.
+    pub(crate) fn begin(&mut self, prefix: &Prefix) {
+        if self.logs {
+            self.log_prefix.clear();
+            self.log_prefix.extend_from_slice(self.stamp.as_bytes());
+            self.log_prefix.extend_from_slice(&prefix.log);
+        }
+    }
+
+    /// Adds one line (without its line ending) of the process given to [`Batch::begin`].
+    /// `escapes` says whether the line may hold escape sequences that the log must not.
+    #[inline]
     pub(crate) fn push(&mut self, prefix: &Prefix, line: &[u8], escapes: bool) {
+        self.term.reserve(prefix.term.len() + line.len() + 1);
         self.term.extend_from_slice(&prefix.term);
         self.term.extend_from_slice(line);
         self.term.push(b'\n');
         if self.logs {
-            self.log.extend_from_slice(self.stamp.as_bytes());
-            self.log.extend_from_slice(&prefix.log);
+            self.log.reserve(self.log_prefix.len() + line.len() + 1);
+            self.log.extend_from_slice(&self.log_prefix);
             if escapes {
                 strip_ansi(line, &mut self.log);
             } else {
@@ -85,12 +99,11 @@ impl Batch {
         self.term.len() + self.log.len()
     }
 
-    /// Empties the buffers; large ones are released so a burst does not pin memory.
-    pub(crate) fn clear(&mut self) {
-        for buf in [&mut self.term, &mut self.log] {
-            buf.clear();
-            buf.shrink_to(KEEP);
-        }
+    /// Empties the terminal's buffer; a large one is released so a burst does not pin
+    /// memory. (The log's buffer is handed to the log writer instead.)
+    pub(crate) fn clear_term(&mut self) {
+        self.term.clear();
+        self.term.shrink_to(KEEP);
     }
 }
 
@@ -107,6 +120,7 @@ mod tests {
         let mut batch = Batch::new(true);
         batch.set_time(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
         let prefix = Prefix::new("web", Some(0), 5, false);
+        batch.begin(&prefix);
         batch.push(&prefix, b"\x1b[1mbold\x1b[0m", true);
         assert_eq!(batch.term, b"  web | \x1b[1mbold\x1b[0m\n");
         assert_eq!(

@@ -19,36 +19,52 @@ pub(crate) const CUT_WINDOW: usize = MAX_LINE + 2;
 /// a line too. The result does not depend on how the stream was chunked.
 pub(crate) fn split_lines(data: &[u8], eof: bool, mut emit: impl FnMut(Range<usize>)) -> usize {
     let mut pos = 0;
-    while pos < data.len() {
-        let window_end = data.len().min(pos + CUT_WINDOW);
-        if let Some(i) = memchr::memchr(b'\n', &data[pos..window_end]) {
-            emit_pieces(pos, pos + i, data, &mut emit);
-            pos += i + 1;
-        } else if data.len() - pos >= CUT_WINDOW {
-            emit(pos..pos + MAX_LINE);
-            pos += MAX_LINE;
-        } else if eof {
-            emit_pieces(pos, data.len(), data, &mut emit);
-            pos = data.len();
+    for newline in memchr::memchr_iter(b'\n', data) {
+        pos = cut_long(pos, newline, &mut emit);
+        let end = if newline > pos && data[newline - 1] == b'\r' {
+            newline - 1
         } else {
-            break;
+            newline
+        };
+        emit_pieces(pos, end, &mut emit);
+        pos = newline + 1;
+    }
+    if eof {
+        let end = if data.last() == Some(&b'\r') {
+            data.len() - 1
+        } else {
+            data.len()
+        };
+        if pos < data.len() {
+            pos = cut_long(pos, data.len(), &mut emit);
+            emit_pieces(pos, end.max(pos), &mut emit);
         }
+        data.len()
+    } else {
+        cut_long(pos, data.len(), &mut emit)
+    }
+}
+
+/// Emits [`MAX_LINE`] pieces from `pos` while `end` (a newline, or the end of the data)
+/// is more than [`CUT_WINDOW`] away; returns where the rest starts.
+#[inline]
+fn cut_long(mut pos: usize, end: usize, emit: &mut impl FnMut(Range<usize>)) -> usize {
+    while end - pos >= CUT_WINDOW {
+        emit(pos..pos + MAX_LINE);
+        pos += MAX_LINE;
     }
     pos
 }
 
-fn emit_pieces(start: usize, mut end: usize, data: &[u8], emit: &mut impl FnMut(Range<usize>)) {
-    if end > start && data[end - 1] == b'\r' {
-        end -= 1;
-    }
-    if start == end {
+/// Emits a line of at most [`CUT_WINDOW`] bytes, in two pieces if it is longer than
+/// [`MAX_LINE`].
+#[inline]
+fn emit_pieces(start: usize, end: usize, emit: &mut impl FnMut(Range<usize>)) {
+    if end - start > MAX_LINE {
+        emit(start..start + MAX_LINE);
+        emit(start + MAX_LINE..end);
+    } else {
         emit(start..end);
-    }
-    let mut piece = start;
-    while piece < end {
-        let next = end.min(piece + MAX_LINE);
-        emit(piece..next);
-        piece = next;
     }
 }
 

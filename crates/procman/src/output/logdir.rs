@@ -117,7 +117,9 @@ fn refusal(dir: &OwnedFd, path: &Path, file: &str, error: Errno) -> io::Error {
     }
     let what = match examine(dir, file, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) if file_type(&stat) == FileType::Symlink => "is a symlink",
-        _ => "already exists and procman did not create it",
+        _ => {
+            "already exists and procman has no record of creating it (a log of an older procman, or not a log at all)"
+        }
     };
     io::Error::new(
         io::ErrorKind::AlreadyExists,

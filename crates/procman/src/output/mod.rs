@@ -3,8 +3,9 @@
 //! Every line of every process goes to the terminal as `{name:>width} | {line}`, to the
 //! combined log `procman.log` as `{time} {name:>width} | {line}` without escape sequences,
 //! and into a bounded tail per process (for `procman logs`, followers and the TUI). Each
-//! process's own `{name}.log` receives its bytes exactly as printed. One output thread
-//! ([`pump`]) reads all pipes and writes all destinations.
+//! process's own `{name}.log` receives its bytes exactly as printed; the previous run's
+//! logs move to `previous/` at start. One output thread (`pump.rs`) reads all pipes and
+//! writes all destinations.
 
 mod ansi;
 mod batch;
@@ -17,6 +18,7 @@ mod tail;
 mod terminal;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use std::fmt;
 use std::fs::File;
@@ -77,7 +79,8 @@ pub struct UnknownColorChoice(pub String);
 /// How output is shown and logged.
 #[derive(Clone, Debug, Default)]
 pub struct OutputConfig {
-    /// Directory for `procman.log` and `{name}.log`; `None` writes no log files.
+    /// Directory for `procman.log` and `{name}.log` (created 0700, locked while in use;
+    /// the previous run's logs move to `previous/`); `None` writes no log files.
     pub log_dir: Option<PathBuf>,
     /// Whether to colour the terminal output.
     pub color: ColorChoice,

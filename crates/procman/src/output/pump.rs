@@ -4,8 +4,9 @@
 //! One thread whatever the number of processes; the supervisor's (current-thread) runtime
 //! never formats a line or waits on a terminal. A slow destination blocks this thread,
 //! which stops reading, so the children block on their full pipes: lines are never dropped.
-//! Each read is formatted and written as a whole, and the terminal and `procman.log` are
-//! written once per wake-up for everything read in it.
+//! Each read is formatted as a whole, and the terminal is written once per wake-up for
+//! everything read in it; the log files are written by the log writer thread
+//! ([`super::writer`]) from the same batches.
 
 use std::collections::HashMap;
 use std::io;
@@ -29,6 +30,7 @@ use super::logdir::LogFile;
 use super::names::{Names, SUPERVISOR_ID};
 use super::tail::LogLine;
 use super::terminal::Terminal;
+use super::writer::{Finished, Flushed, Writer};
 use super::{Shared, lock};
 
 /// Bytes read from a pipe at once (a pipe holds 64 KiB by default).
@@ -86,9 +88,10 @@ impl Mailbox {
     }
 }
 
-/// Where formatted lines go.
+/// Where lines go.
 pub(crate) struct Sinks {
     pub(crate) terminal: Terminal,
+    /// `procman.log`, if there are log files.
     pub(crate) combined: Option<LogFile>,
     pub(crate) color: bool,
 }
@@ -104,8 +107,12 @@ pub(crate) fn start(shared: Arc<Shared>, sinks: Sinks) -> io::Result<(Mailbox, J
         epoll::EventFlags::IN,
     )?;
     let (tx, rx) = mpsc::channel();
+    let logs = sinks.combined.map(Writer::start).transpose()?;
     let pump = Pump {
-        batch: Batch::new(sinks.combined.is_some()),
+        batch: Batch::new(logs.is_some()),
+        logs,
+        terminal: sinks.terminal,
+        color: sinks.color,
         shared,
         epoll,
         wake: Arc::clone(&wake),
@@ -113,11 +120,11 @@ pub(crate) fn start(shared: Arc<Shared>, sinks: Sinks) -> io::Result<(Mailbox, J
         pipes: HashMap::new(),
         next_key: 0,
         procs: Vec::new(),
-        sinks,
         width: None,
         buf: vec![0; CUT_WINDOW + READ_SIZE].into_boxed_slice(),
         ranges: Vec::new(),
         finished: Vec::new(),
+        flushed: Vec::new(),
         seq: 0,
         now: SystemTime::now(),
     };
@@ -136,7 +143,10 @@ struct Pump {
     next_key: u64,
     /// By name id.
     procs: Vec<Proc>,
-    sinks: Sinks,
+    terminal: Terminal,
+    color: bool,
+    /// The log writer thread, if there are log files.
+    logs: Option<Writer>,
     /// The name column, fixed at the first line shown.
     width: Option<usize>,
     batch: Batch,
@@ -144,7 +154,9 @@ struct Pump {
     buf: Box<[u8]>,
     ranges: Vec<Range<usize>>,
     /// Captures that reached EOF, answered once their lines are written out.
-    finished: Vec<(oneshot::Sender<io::Result<u64>>, io::Result<u64>)>,
+    finished: Vec<Finished>,
+    /// Flush requests, answered once everything before them is written out.
+    flushed: Vec<Flushed>,
     /// Number of the next line, across all names.
     seq: u64,
     /// The time of the lines read in this wake-up.
@@ -154,7 +166,6 @@ struct Pump {
 /// A registered name, as the output thread sees it.
 struct Proc {
     name: Arc<str>,
-    log: Option<LogFile>,
     /// Computed at its first line, when the column width is known.
     prefix: Option<Prefix>,
 }
@@ -191,9 +202,9 @@ impl Pump {
                     key => self.read(key),
                 }
             }
-            self.settle();
+            self.write_out();
             if stop {
-                let _ = self.sinks.terminal.flush();
+                let _ = self.terminal.flush();
                 return;
             }
         }
@@ -208,27 +219,30 @@ impl Pump {
                 Ok(Command::Register { id, name, log }) => {
                     // Registrations are sent in id order, under the lock of the names.
                     debug_assert_eq!(id, self.procs.len());
-                    self.procs.push(Proc {
-                        name,
-                        log,
-                        prefix: None,
-                    });
+                    self.procs.push(Proc { name, prefix: None });
+                    if let Some(logs) = &mut self.logs {
+                        logs.register(id, log);
+                    }
                 }
                 Ok(Command::Capture { id, pipe, done }) => self.capture(id, pipe, done),
                 Ok(Command::Text { id, mut text }) => {
                     text.push(b'\n');
-                    if let Some(log) = &mut self.procs[id].log {
-                        log.write(&text);
+                    if let Some(logs) = &mut self.logs {
+                        if id != SUPERVISOR_ID {
+                            logs.raw(id, &text);
+                        }
                     }
                     self.emit(id, &text, true);
                 }
                 Ok(Command::Status(status)) => {
                     self.write_out();
-                    self.sinks.terminal.set_status(status);
+                    self.terminal.set_status(status);
                 }
                 Ok(Command::Flush(reply)) => {
-                    self.settle();
-                    let _ = reply.send(self.sinks.terminal.flush());
+                    self.write_out();
+                    let flushed = self.terminal.flush();
+                    self.flushed.push((reply, flushed));
+                    self.write_out();
                 }
                 Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return true,
                 Err(mpsc::TryRecvError::Empty) => return false,
@@ -292,8 +306,8 @@ impl Pump {
         };
         let data = &buf[..carried + fresh];
         let id = pipe.id;
-        if let Some(log) = &mut self.procs[id].log {
-            log.write(&data[carried..]);
+        if let Some(logs) = &mut self.logs {
+            logs.raw(id, &data[carried..]);
         }
         let eof = end.is_some();
         if !eof && can_wait(data.len()) && memchr::memchr(b'\n', &data[carried..]).is_none() {
@@ -325,13 +339,14 @@ impl Pump {
             Some(width) => width,
             None => *self.width.insert(lock(&self.shared.names).fix_width()),
         };
-        let color = self.sinks.color;
+        let color = self.color;
         let proc = &mut self.procs[id];
         let prefix = proc
             .prefix
             .get_or_insert_with(|| Prefix::new(&proc.name, Names::color(id), width, color));
         let escapes = memchr::memchr(ESC, data).is_some();
         let batch = &mut self.batch;
+        batch.begin(prefix);
         let ranges = &mut self.ranges;
         ranges.clear();
         let used = split_lines(data, eof, |range| {
@@ -356,25 +371,33 @@ impl Pump {
                 }
             }
         }
-        if self.batch.len() >= WRITE_AT {
+        let pending = self.batch.len() + self.logs.as_ref().map_or(0, Writer::len);
+        if pending >= WRITE_AT {
             self.write_out();
         }
         (used, lines)
     }
 
+    /// Writes the terminal's lines and hands the rest to the log writer; captures that
+    /// ended and flushes are answered once their bytes are written.
     fn write_out(&mut self) {
-        self.sinks.terminal.write_lines(&self.batch.term);
-        if let Some(combined) = &mut self.sinks.combined {
-            combined.write(&self.batch.log);
-        }
-        self.batch.clear();
-    }
-
-    /// Writes out everything formatted, then answers the captures that ended.
-    fn settle(&mut self) {
-        self.write_out();
-        for (done, result) in self.finished.drain(..) {
-            let _ = done.send(result);
+        self.terminal.write_lines(&self.batch.term);
+        self.batch.clear_term();
+        match &mut self.logs {
+            Some(logs) => {
+                std::mem::swap(&mut self.batch.log, &mut logs.current.combined);
+                logs.current.finished.append(&mut self.finished);
+                logs.current.flushed.append(&mut self.flushed);
+                logs.ship();
+            }
+            None => {
+                for (done, result) in self.finished.drain(..) {
+                    let _ = done.send(result);
+                }
+                for (reply, result) in self.flushed.drain(..) {
+                    let _ = reply.send(result);
+                }
+            }
         }
     }
 }

@@ -29,16 +29,21 @@ pub(crate) struct Tails {
     rings: Vec<Ring>,
 }
 
-/// The last lines of one process: their metadata, and their text back to back.
+/// The last lines of one process: their metadata, and the bytes they were cut from.
 #[derive(Default)]
 struct Ring {
     lines: VecDeque<Meta>,
+    /// The bytes of the lines in `lines` (and the line endings between them).
     bytes: VecDeque<u8>,
+    /// Position of `bytes[0]` in everything ever kept here.
+    base: u64,
 }
 
 struct Meta {
     seq: u64,
     time: SystemTime,
+    /// Position of the line's first byte, counted like `Ring::base`.
+    start: u64,
     len: u32,
 }
 
@@ -55,12 +60,7 @@ impl Tails {
         if self.rings.len() <= id {
             self.rings.resize_with(id + 1, Ring::default);
         }
-        let ring = &mut self.rings[id];
-        // Older lines of a large batch would be evicted by its newer ones at once.
-        let skip = ranges.len().saturating_sub(TAIL_LINES);
-        for (seq, range) in (first_seq..).zip(ranges).skip(skip) {
-            ring.push(seq, time, &data[range.clone()]);
-        }
+        self.rings[id].push(first_seq, time, data, ranges);
     }
 
     /// The newest `n` lines of each of `ids` that are not older than `since`, merged
@@ -84,42 +84,70 @@ impl Tails {
 }
 
 impl Ring {
-    fn push(&mut self, seq: u64, time: SystemTime, text: &[u8]) {
-        while self.lines.len() >= TAIL_LINES
-            || (!self.lines.is_empty() && self.bytes.len() + text.len() > TAIL_BYTES)
+    /// Appends the newest lines of a read as one block of bytes.
+    fn push(&mut self, first_seq: u64, time: SystemTime, data: &[u8], ranges: &[Range<usize>]) {
+        let Some(last) = ranges.last() else {
+            return;
+        };
+        // The newest lines that fit the bounds (a line is at most 64 KiB, so one always does).
+        let mut first = ranges.len() - 1;
+        while first > 0
+            && ranges.len() - first < TAIL_LINES
+            && last.end - ranges[first - 1].start <= TAIL_BYTES
         {
-            if let Some(old) = self.lines.pop_front() {
-                self.bytes.drain(..old.len as usize);
-            }
+            first -= 1;
         }
-        let needed = self.bytes.len() + text.len();
+        let block = ranges[first].start..last.end;
+        let kept = ranges.len() - first;
+        while !self.lines.is_empty()
+            && (self.lines.len() + kept > TAIL_LINES || self.bytes.len() + block.len() > TAIL_BYTES)
+        {
+            self.pop_front();
+        }
+        let needed = self.bytes.len() + block.len();
         if needed > self.bytes.capacity() {
             // Grow by doubling, but never past the bound (the default growth would).
             let target = (self.bytes.capacity() * 2).clamp(needed, TAIL_BYTES.max(needed));
             self.bytes.reserve_exact(target - self.bytes.len());
         }
-        self.lines.push_back(Meta {
-            seq,
-            time,
-            len: text.len() as u32,
-        });
-        self.bytes.extend(text);
+        let block_at = self.base + self.bytes.len() as u64;
+        self.bytes.extend(&data[block.clone()]);
+        for (seq, range) in (first_seq..).zip(ranges).skip(first) {
+            self.lines.push_back(Meta {
+                seq,
+                time,
+                start: block_at + (range.start - block.start) as u64,
+                len: range.len() as u32,
+            });
+        }
+    }
+
+    fn pop_front(&mut self) {
+        self.lines.pop_front();
+        let next = self
+            .lines
+            .front()
+            .map_or(self.base + self.bytes.len() as u64, |m| m.start);
+        self.bytes.drain(..(next - self.base) as usize);
+        self.base = next;
     }
 
     fn newest(&self, name: &Arc<str>, n: usize, since: Option<SystemTime>, out: &mut Vec<LogLine>) {
-        let mut end = self.bytes.len();
         for meta in self.lines.iter().rev().take(n) {
             if since.is_some_and(|since| meta.time < since) {
                 break;
             }
-            let start = end - meta.len as usize;
+            let start = (meta.start - self.base) as usize;
             out.push(LogLine {
                 seq: meta.seq,
                 time: meta.time,
                 name: Arc::clone(name),
-                text: self.bytes.range(start..end).copied().collect(),
+                text: self
+                    .bytes
+                    .range(start..start + meta.len as usize)
+                    .copied()
+                    .collect(),
             });
-            end = start;
         }
     }
 }
@@ -129,13 +157,14 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Pushes `lines` as one read, each followed by a newline.
     fn push_lines(tails: &mut Tails, id: usize, first_seq: u64, time: SystemTime, lines: &[&[u8]]) {
-        let data: Vec<u8> = lines.concat();
+        let mut data = Vec::new();
         let mut ranges = Vec::new();
-        let mut at = 0;
         for line in lines {
-            ranges.push(at..at + line.len());
-            at += line.len();
+            ranges.push(data.len()..data.len() + line.len());
+            data.extend_from_slice(line);
+            data.push(b'\n');
         }
         tails.push(id, first_seq, time, &data, &ranges);
     }
@@ -183,9 +212,22 @@ mod tests {
         for i in 0..10 {
             push_lines(&mut tails, 0, 10_000 + i, now, &[&big]);
         }
-        let all = tails.tail(&[(0, name)], usize::MAX, None);
-        assert_eq!(all.len(), TAIL_BYTES / big.len());
+        let all = tails.tail(&[(0, Arc::clone(&name))], usize::MAX, None);
+        assert_eq!(all.len(), TAIL_BYTES / (big.len() + 1));
         assert_eq!(all.last().map(|l| l.seq), Some(10_009));
+        assert!(all.iter().all(|l| *l.text == *big));
         assert!(tails.rings[0].bytes.capacity() <= TAIL_BYTES);
+
+        // One read of many lines keeps only its newest, within both bounds.
+        let lines: Vec<Vec<u8>> = (0..5_000)
+            .map(|i| format!("line {i}").into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        push_lines(&mut tails, 0, 20_000, now, &refs);
+        let all = tails.tail(&[(0, name)], usize::MAX, None);
+        assert_eq!(all.len(), TAIL_LINES);
+        assert_eq!(&*all[0].text, b"line 4000");
+        assert_eq!(all[0].seq, 24_000);
+        assert!(tails.rings[0].bytes.len() <= TAIL_BYTES);
     }
 }

@@ -297,7 +297,7 @@ fn a_replaced_log_is_not_procman_s_any_more() {
     let err = out.register("web").expect_err("must refuse");
     assert!(
         err.to_string()
-            .contains("already exists and procman did not create it"),
+            .contains("already exists and procman has no record of creating it"),
         "{err}"
     );
     out.line("web", b"still shown");
