@@ -187,7 +187,7 @@ impl Output {
             combined,
             color,
         };
-        let (mailbox, _thread) = pump::start(Arc::clone(&shared), sinks)?;
+        let mailbox = pump::start(Arc::clone(&shared), sinks)?;
         mailbox.send(Command::Register {
             id: SUPERVISOR_ID,
             name: SUPERVISOR.into(),

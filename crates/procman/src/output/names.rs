@@ -69,14 +69,22 @@ impl Names {
 }
 
 /// `name` as shown in a column of `width` characters: control characters become `?`
-/// (a name cannot break a line) and a longer name ends in `…`.
+/// (a name cannot break a line) and a longer name loses its middle to `…`, keeping the
+/// end that tells `worker-1` from `worker-2`.
 pub(crate) fn label(name: &str, width: usize) -> String {
-    let clean = name.chars().map(|c| if c.is_control() { '?' } else { c });
-    if name.chars().count() <= width {
-        return clean.collect();
+    let clean: Vec<char> = name
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if clean.len() <= width {
+        return clean.into_iter().collect();
     }
-    let mut short: String = clean.take(width.saturating_sub(1)).collect();
+    let kept = width.saturating_sub(1);
+    let tail = kept / 2;
+    let head = kept - tail;
+    let mut short: String = clean[..head].iter().collect();
     short.push('…');
+    short.extend(&clean[clean.len() - tail..]);
     short
 }
 
@@ -101,8 +109,10 @@ mod tests {
     fn labels() {
         assert_eq!(label("web", 7), "web");
         assert_eq!(label("a\nb", 7), "a?b");
-        assert_eq!(label("postgres-replica", 8), "postgre…");
-        assert_eq!(label("ünïcödé-name", 8), "ünïcödé…");
+        assert_eq!(label("postgres-replica", 8), "post…ica");
+        assert_eq!(label("worker-12", 7), "wor…-12");
+        assert_eq!(label("ünïcödé-name", 8), "ünïc…ame");
+        assert_eq!(label("abc", 1), "…");
     }
 
     #[test]

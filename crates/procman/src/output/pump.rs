@@ -1,5 +1,4 @@
-//! The output thread: one epoll loop reads every captured pipe and writes every
-//! destination.
+//! The output thread: one epoll loop reads every captured pipe and formats its lines.
 //!
 //! One thread whatever the number of processes; the supervisor's (current-thread) runtime
 //! never formats a line or waits on a terminal. A slow destination blocks this thread,
@@ -14,7 +13,7 @@ use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::SystemTime;
 
 use rustix::buffer::spare_capacity;
@@ -97,7 +96,7 @@ pub(crate) struct Sinks {
 }
 
 /// Starts the output thread.
-pub(crate) fn start(shared: Arc<Shared>, sinks: Sinks) -> io::Result<(Mailbox, JoinHandle<()>)> {
+pub(crate) fn start(shared: Arc<Shared>, sinks: Sinks) -> io::Result<Mailbox> {
     let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
     let wake = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
     epoll::add(
@@ -128,10 +127,10 @@ pub(crate) fn start(shared: Arc<Shared>, sinks: Sinks) -> io::Result<(Mailbox, J
         seq: 0,
         now: SystemTime::now(),
     };
-    let thread = thread::Builder::new()
+    thread::Builder::new()
         .name("procman-output".into())
         .spawn(move || pump.run())?;
-    Ok((Mailbox { commands: tx, wake }, thread))
+    Ok(Mailbox { commands: tx, wake })
 }
 
 struct Pump {

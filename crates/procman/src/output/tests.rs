@@ -126,14 +126,14 @@ fn name_column_is_fixed_at_the_first_line_and_capped() {
     out.line("web", b"short");
     assert_eq!(
         shown(&out, &mem),
-        "procman | started\nxxxxxx… | long\n    web | short\n"
+        "procman | started\nxxx…xxx | long\n    web | short\n"
     );
 
     let (out, mem) = output(ColorChoice::Never, false, None);
     out.register("a-name-of-exactly-thirty-chars")
         .expect("register");
     out.line("a-name-of-exactly-thirty-chars", b"x");
-    assert_eq!(shown(&out, &mem), "a-name-of-exactly-thirt… | x\n");
+    assert_eq!(shown(&out, &mem), "a-name-of-ex…hirty-chars | x\n");
 }
 
 #[test]
