@@ -1,6 +1,7 @@
 //! Formatting lines for the terminal and `procman.log`, many lines per write.
 
 use std::fmt::Write as _;
+use std::ops::Range;
 use std::time::SystemTime;
 
 use super::ansi::strip_ansi;
@@ -74,21 +75,35 @@ impl Batch {
         }
     }
 
-    /// Adds one line (without its line ending) of the process given to [`Batch::begin`].
-    /// `escapes` says whether the line may hold escape sequences that the log must not.
-    #[inline]
-    pub(crate) fn push(&mut self, prefix: &Prefix, line: &[u8], escapes: bool) {
-        self.term.reserve(prefix.term.len() + line.len() + 1);
-        self.term.extend_from_slice(&prefix.term);
-        self.term.extend_from_slice(line);
-        self.term.push(b'\n');
-        if self.logs {
-            self.log.reserve(self.log_prefix.len() + line.len() + 1);
+    /// Adds the lines `ranges` of `data` (without their line endings) of the process
+    /// given to [`Batch::begin`]. `escapes` says whether they may hold escape sequences,
+    /// which the log must not.
+    pub(crate) fn push(
+        &mut self,
+        prefix: &Prefix,
+        data: &[u8],
+        ranges: &[Range<usize>],
+        escapes: bool,
+    ) {
+        let text: usize = ranges.iter().map(|r| r.len()).sum();
+        self.term
+            .reserve(text + ranges.len() * (prefix.term.len() + 1));
+        for range in ranges {
+            self.term.extend_from_slice(&prefix.term);
+            self.term.extend_from_slice(&data[range.clone()]);
+            self.term.push(b'\n');
+        }
+        if !self.logs {
+            return;
+        }
+        self.log
+            .reserve(text + ranges.len() * (self.log_prefix.len() + 1));
+        for range in ranges {
             self.log.extend_from_slice(&self.log_prefix);
             if escapes {
-                strip_ansi(line, &mut self.log);
+                strip_ansi(&data[range.clone()], &mut self.log);
             } else {
-                self.log.extend_from_slice(line);
+                self.log.extend_from_slice(&data[range.clone()]);
             }
             self.log.push(b'\n');
         }
@@ -121,11 +136,12 @@ mod tests {
         batch.set_time(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
         let prefix = Prefix::new("web", Some(0), 5, false);
         batch.begin(&prefix);
-        batch.push(&prefix, b"\x1b[1mbold\x1b[0m", true);
-        assert_eq!(batch.term, b"  web | \x1b[1mbold\x1b[0m\n");
+        let data = b"\x1b[1mbold\x1b[0m\nplain";
+        batch.push(&prefix, data, &[0..12, 13..18], true);
+        assert_eq!(batch.term, b"  web | \x1b[1mbold\x1b[0m\n  web | plain\n");
         assert_eq!(
             String::from_utf8_lossy(&batch.log),
-            "2023-11-14T22:13:20.123Z   web | bold\n"
+            "2023-11-14T22:13:20.123Z   web | bold\n2023-11-14T22:13:20.123Z   web | plain\n"
         );
     }
 }

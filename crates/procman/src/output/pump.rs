@@ -344,14 +344,11 @@ impl Pump {
             .prefix
             .get_or_insert_with(|| Prefix::new(&proc.name, Names::color(id), width, color));
         let escapes = memchr::memchr(ESC, data).is_some();
-        let batch = &mut self.batch;
-        batch.begin(prefix);
         let ranges = &mut self.ranges;
         ranges.clear();
-        let used = split_lines(data, eof, |range| {
-            batch.push(prefix, &data[range.clone()], escapes);
-            ranges.push(range);
-        });
+        let used = split_lines(data, eof, |range| ranges.push(range));
+        self.batch.begin(prefix);
+        self.batch.push(prefix, data, ranges, escapes);
         let first_seq = self.seq;
         let lines = ranges.len() as u64;
         self.seq += lines;
