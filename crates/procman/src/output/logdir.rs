@@ -7,18 +7,15 @@
 //! the same identity; the birth time tells a reused inode number apart). Files
 //! are opened relative to the directory's descriptor and created with `O_EXCL` and
 //! `O_NOFOLLOW`, so a planted symlink is never followed and no existing file is truncated.
-//! The directory is locked (`flock`) while a run writes into it.
+//! (The server locks the directory against a second procman before it gets here.)
 
 use std::fs::{DirBuilder, File};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread;
-use std::time::Duration;
 
-use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, Statx, StatxFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Statx, StatxFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
@@ -28,21 +25,13 @@ pub(crate) const COMBINED: &str = "procman.log";
 pub(crate) const MANIFEST: &str = ".procman-manifest";
 /// Where the previous run's logs go at start, replacing the run before.
 pub(crate) const PREVIOUS: &str = "previous";
-/// How long to wait for a procman that still holds the directory (e.g. a server exiting).
-const LOCK_WAIT: Duration = Duration::from_millis(if cfg!(test) { 300 } else { 5_000 });
 
 /// An open, locked log directory.
 pub(crate) struct LogDir {
     path: PathBuf,
-    /// Held open for the lock and for every `*at` call.
+    /// Every file is created and moved relative to it.
     dir: OwnedFd,
     manifest: File,
-}
-
-/// The first line of a manifest: who writes into the directory now.
-#[derive(Serialize, Deserialize)]
-struct Holder {
-    pid: u32,
 }
 
 /// A file procman created, as recorded in a manifest.
@@ -57,8 +46,8 @@ struct Entry {
 }
 
 impl LogDir {
-    /// Creates `path` (mode 0700) if needed, locks it, moves the previous run's logs to
-    /// `previous/` and creates a fresh `procman.log`.
+    /// Creates `path` (mode 0700) if needed, moves the previous run's logs to `previous/`
+    /// and creates a fresh `procman.log`.
     pub(crate) fn open(path: &Path) -> io::Result<(LogDir, LogFile)> {
         DirBuilder::new().recursive(true).mode(0o700).create(path)?;
         let dir = rustix::fs::open(
@@ -66,14 +55,9 @@ impl LogDir {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        lock(&dir, path)?;
         rotate(&dir, path)?;
         let manifest =
             File::from(create(&dir, MANIFEST).map_err(|e| refusal(&dir, path, MANIFEST, e))?);
-        let holder = serde_json::to_vec(&Holder {
-            pid: std::process::id(),
-        })?;
-        (&manifest).write_all(&[&holder[..], b"\n"].concat())?;
         let dir = LogDir {
             path: path.to_owned(),
             dir,
@@ -160,41 +144,6 @@ fn record(manifest: &File, entry: &Entry) -> io::Result<()> {
     (&*manifest).write_all(&line)
 }
 
-/// Takes the directory's lock, waiting a little for a procman that is exiting.
-fn lock(dir: &OwnedFd, path: &Path) -> io::Result<()> {
-    match rustix::fs::flock(dir, FlockOperation::NonBlockingLockExclusive) {
-        Err(Errno::WOULDBLOCK) => {}
-        other => return Ok(other?),
-    }
-    // A blocking flock on the same open directory (the lock belongs to it) in a helper
-    // thread: the kernel wakes it when the lock is free.
-    let waiter = dir.try_clone()?;
-    let (tx, rx) = mpsc::channel();
-    thread::Builder::new()
-        .name("log-dir-lock".into())
-        .spawn(move || {
-            let _ = tx.send(rustix::fs::flock(&waiter, FlockOperation::LockExclusive));
-        })?;
-    let holder = read_manifest(dir, path)
-        .ok()
-        .flatten()
-        .and_then(|text| parse::<Holder>(&text).next())
-        .map_or_else(
-            || "another procman".to_owned(),
-            |h| format!("procman (pid {})", h.pid),
-        );
-    match rx.recv_timeout(LOCK_WAIT) {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::WouldBlock,
-            format!(
-                "{} is the log directory of {holder}, which is running; stop it or give this one its own --log-dir",
-                path.display()
-            ),
-        )),
-    }
-}
-
 /// Moves the files of the previous run (as its manifest records them) into `previous/`,
 /// after deleting the run before that one's files there.
 fn rotate(dir: &OwnedFd, path: &Path) -> io::Result<()> {
@@ -224,7 +173,7 @@ fn rotate(dir: &OwnedFd, path: &Path) -> io::Result<()> {
         ));
     }
     if let Some(older) = read_manifest(&prev, &prev_path)? {
-        for entry in parse::<Entry>(&older).filter(|e| is_recorded(&prev, e)) {
+        for entry in parse(&older).filter(|e| is_recorded(&prev, e)) {
             unlink(&prev, &prev_path, &entry.file)?;
         }
         unlink(&prev, &prev_path, MANIFEST)?;
@@ -288,9 +237,9 @@ fn read_manifest(dir: &OwnedFd, path: &Path) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(text))
 }
 
-/// The lines of a manifest that are a `T`. A line cut short by a crash is skipped (the
+/// The entries of a manifest. A line cut short by a crash is skipped (the
 /// file it named stays where it is).
-fn parse<'a, T: Deserialize<'a>>(text: &'a [u8]) -> impl Iterator<Item = T> + 'a {
+fn parse(text: &[u8]) -> impl Iterator<Item = Entry> + '_ {
     text.split(|&b| b == b'\n')
         .filter_map(|line| serde_json::from_slice(line).ok())
 }

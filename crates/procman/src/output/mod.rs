@@ -79,8 +79,8 @@ pub struct UnknownColorChoice(pub String);
 /// How output is shown and logged.
 #[derive(Clone, Debug, Default)]
 pub struct OutputConfig {
-    /// Directory for `procman.log` and `{name}.log` (created 0700, locked while in use;
-    /// the previous run's logs move to `previous/`); `None` writes no log files.
+    /// Directory for `procman.log` and `{name}.log` (created 0700; the previous run's
+    /// logs move to `previous/`); `None` writes no log files.
     pub log_dir: Option<PathBuf>,
     /// Whether to colour the terminal output.
     pub color: ColorChoice,

@@ -423,26 +423,6 @@ fn an_untrusted_manifest_moves_nothing() {
     assert_eq!(read(d, "important.log"), b"mine");
 }
 
-#[test]
-fn a_log_dir_in_use_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (first, _mem) = output(ColorChoice::Never, false, Some(dir.path()));
-    first.line("web", b"x");
-    first.flush().expect("flush");
-    let config = OutputConfig {
-        log_dir: Some(dir.path().to_path_buf()),
-        color: ColorChoice::Never,
-    };
-    let err = Output::new(config, Box::new(io::sink()), false).expect_err("must refuse");
-    let holder = format!(
-        "the log directory of procman (pid {}), which is running",
-        std::process::id()
-    );
-    assert!(err.to_string().contains(&holder), "{err}");
-    assert_eq!(read(dir.path(), "web.log"), b"x\n");
-    assert!(!dir.path().join("previous").exists());
-}
-
 /// Checks that `text` holds exactly `count` lines `{i}` from each writer, in order.
 fn check_lines(text: &[u8], prefix: impl Fn(usize) -> String, writers: usize, count: usize) {
     let mut next = vec![0usize; writers];
