@@ -57,7 +57,7 @@ pub(crate) enum Command {
         pipe: OwnedFd,
         done: oneshot::Sender<io::Result<u64>>,
     },
-    /// Lines (without the final newline) given by the supervisor.
+    /// Lines given by the supervisor (the final newline is optional).
     Text {
         id: usize,
         text: Vec<u8>,
@@ -225,7 +225,9 @@ impl Pump {
                 }
                 Ok(Command::Capture { id, pipe, done }) => self.capture(id, pipe, done),
                 Ok(Command::Text { id, mut text }) => {
-                    text.push(b'\n');
+                    if text.last() != Some(&b'\n') {
+                        text.push(b'\n');
+                    }
                     if let Some(logs) = &mut self.logs {
                         if id != SUPERVISOR_ID {
                             logs.raw(id, &text);
