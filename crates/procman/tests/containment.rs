@@ -308,8 +308,14 @@ fn as_pid_1_orphans_are_reaped_and_shutdown_does_not_wait_on_them() {
         .unwrap();
         assert_eq!(procman.running.wait(T).code(), Some(0));
         let out = procman.running.stdout_text();
+        // svc's pid in the namespace (procman's own threads take pids too).
+        let svc = out
+            .lines()
+            .find_map(|l| l.strip_prefix("procman | svc [")?.strip_suffix("] started"))
+            .unwrap_or_else(|| panic!("{mode:?}: no start line:\n{out}"));
         assert!(
-            out.contains("svc [3] stopped by SIGTERM") && !out.contains("did not stop within"),
+            out.contains(&format!("svc [{svc}] stopped by SIGTERM"))
+                && !out.contains("did not stop within"),
             "{mode:?}: shutdown waited on the orphans:\n{out}"
         );
         procman.assert_cgroup_removed();

@@ -1,6 +1,6 @@
 //! Removing ANSI escape sequences for the log files.
 
-const ESC: u8 = 0x1b;
+pub(crate) const ESC: u8 = 0x1b;
 const BEL: u8 = 0x07;
 
 /// Appends `line` to `out` without its ANSI escape sequences.
@@ -10,7 +10,7 @@ const BEL: u8 = 0x07;
 /// to the end of the line. 8-bit C1 controls are left alone: they clash with UTF-8.
 pub(crate) fn strip_ansi(line: &[u8], out: &mut Vec<u8>) {
     let mut rest = line;
-    while let Some(i) = rest.iter().position(|&b| b == ESC) {
+    while let Some(i) = memchr::memchr(ESC, rest) {
         out.extend_from_slice(&rest[..i]);
         rest = &rest[i + escape_len(&rest[i..])..];
     }

@@ -1,20 +1,21 @@
-//! Colour decisions and the stable per-name colour.
+//! Colour decisions and the colour of each name.
 
 use owo_colors::{AnsiColors, OwoColorize};
 
 use super::ColorChoice;
 
-/// Readable foreground colours; red is left out so it keeps meaning "error".
+/// Readable foreground colours, the five hues first so that the first five names never
+/// share a hue; red is left out so it keeps meaning "error".
 const PALETTE: [AnsiColors; 10] = [
     AnsiColors::Cyan,
     AnsiColors::Yellow,
     AnsiColors::Green,
     AnsiColors::Magenta,
     AnsiColors::Blue,
-    AnsiColors::BrightCyan,
     AnsiColors::BrightYellow,
-    AnsiColors::BrightGreen,
+    AnsiColors::BrightCyan,
     AnsiColors::BrightMagenta,
+    AnsiColors::BrightGreen,
     AnsiColors::BrightBlue,
 ];
 
@@ -32,24 +33,16 @@ pub(crate) fn no_color_env() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
-/// 32-bit FNV-1a: fixed by its specification, so colours never change between builds.
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
+/// The colour of the `index`-th process name of the run: the first ten are distinct.
+pub(crate) fn nth(index: usize) -> AnsiColors {
+    PALETTE[index % PALETTE.len()]
 }
 
-/// The colour of process `name`.
-pub(crate) fn for_name(name: &str) -> AnsiColors {
-    PALETTE[fnv1a(name.as_bytes()) as usize % PALETTE.len()]
-}
-
-/// Paints a prefix: bold for the supervisor's own name, the name's colour otherwise.
-pub(crate) fn paint(name: &str, text: &str, supervisor: bool) -> String {
-    if supervisor {
-        text.bold().to_string()
-    } else {
-        text.color(for_name(name)).to_string()
+/// Paints a prefix: bold for the supervisor's own name (`None`), the name's colour otherwise.
+pub(crate) fn paint(text: &str, color: Option<usize>) -> String {
+    match color {
+        None => text.bold().to_string(),
+        Some(index) => text.color(nth(index)).to_string(),
     }
 }
 
@@ -58,18 +51,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fnv_reference_values() {
-        assert_eq!(fnv1a(b""), 0x811c_9dc5);
-        assert_eq!(fnv1a(b"a"), 0xe40c_292c);
-        assert_eq!(fnv1a(b"foobar"), 0xbf9c_f968);
-    }
-
-    #[test]
     fn choice() {
         assert!(enabled(ColorChoice::Always, false, true));
         assert!(!enabled(ColorChoice::Never, true, false));
         assert!(enabled(ColorChoice::Auto, true, false));
         assert!(!enabled(ColorChoice::Auto, true, true));
         assert!(!enabled(ColorChoice::Auto, false, false));
+    }
+
+    #[test]
+    fn first_ten_names_differ() {
+        let colours: std::collections::HashSet<String> =
+            (0..10).map(|i| format!("{:?}", nth(i))).collect();
+        assert_eq!(colours.len(), 10);
     }
 }

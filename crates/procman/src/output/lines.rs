@@ -1,128 +1,91 @@
-//! Splitting a byte stream into bounded lines.
+//! Splitting a byte stream into bounded lines for the terminal, `procman.log` and the tail.
+//!
+//! `<name>.log` does not go through this: it receives the bytes exactly as read.
 
-use std::io::{self, Read};
+use std::ops::Range;
 
-/// Longest line emitted as one piece; longer lines become consecutive pieces.
+/// Longest line shown as one piece; longer lines become consecutive pieces.
 pub(crate) const MAX_LINE: usize = 64 * 1024;
 
 /// Bytes that must be seen before a line without `\n` is cut: one full piece
 /// plus room for a `\r\n` so that a line of exactly [`MAX_LINE`] bytes is never cut.
-const CUT_WINDOW: usize = MAX_LINE + 2;
+pub(crate) const CUT_WINDOW: usize = MAX_LINE + 2;
 
-/// Emits every line of `data` that is complete, returning how many bytes were consumed.
+/// Emits the range of every line of `data` that is complete, returning how many bytes
+/// were consumed.
 ///
-/// A line ends at `\n`; a trailing `\r` is removed. A line of more than [`MAX_LINE`]
-/// bytes is emitted as several pieces. With `eof`, the unterminated rest is a line too.
-/// The result does not depend on how the stream was chunked.
-pub(crate) fn split_lines(data: &[u8], eof: bool, mut emit: impl FnMut(&[u8])) -> usize {
+/// A line ends at `\n`; a trailing `\r` is not part of it. A line of more than
+/// [`MAX_LINE`] bytes is emitted as several pieces. With `eof`, the unterminated rest is
+/// a line too. The result does not depend on how the stream was chunked.
+pub(crate) fn split_lines(data: &[u8], eof: bool, mut emit: impl FnMut(Range<usize>)) -> usize {
     let mut pos = 0;
-    while pos < data.len() {
-        let rest = &data[pos..];
-        let window = &rest[..rest.len().min(CUT_WINDOW)];
-        if let Some(i) = window.iter().position(|&b| b == b'\n') {
-            emit_pieces(&rest[..i], &mut emit);
-            pos += i + 1;
-        } else if rest.len() >= CUT_WINDOW {
-            emit(&rest[..MAX_LINE]);
-            pos += MAX_LINE;
-        } else if eof {
-            emit_pieces(rest, &mut emit);
-            pos = data.len();
+    for newline in memchr::memchr_iter(b'\n', data) {
+        pos = cut_long(pos, newline, &mut emit);
+        let end = if newline > pos && data[newline - 1] == b'\r' {
+            newline - 1
         } else {
-            break;
+            newline
+        };
+        emit_pieces(pos, end, &mut emit);
+        pos = newline + 1;
+    }
+    if eof {
+        let end = if data.last() == Some(&b'\r') {
+            data.len() - 1
+        } else {
+            data.len()
+        };
+        if pos < data.len() {
+            pos = cut_long(pos, data.len(), &mut emit);
+            emit_pieces(pos, end.max(pos), &mut emit);
         }
+        data.len()
+    } else {
+        cut_long(pos, data.len(), &mut emit)
+    }
+}
+
+/// Emits [`MAX_LINE`] pieces from `pos` while `end` (a newline, or the end of the data)
+/// is more than [`CUT_WINDOW`] away; returns where the rest starts.
+#[inline]
+fn cut_long(mut pos: usize, end: usize, emit: &mut impl FnMut(Range<usize>)) -> usize {
+    while end - pos >= CUT_WINDOW {
+        emit(pos..pos + MAX_LINE);
+        pos += MAX_LINE;
     }
     pos
 }
 
-fn emit_pieces(line: &[u8], emit: &mut impl FnMut(&[u8])) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.is_empty() {
-        emit(line);
-    }
-    for piece in line.chunks(MAX_LINE) {
-        emit(piece);
+/// Emits a line of at most [`CUT_WINDOW`] bytes, in two pieces if it is longer than
+/// [`MAX_LINE`].
+#[inline]
+fn emit_pieces(start: usize, end: usize, emit: &mut impl FnMut(Range<usize>)) {
+    if end - start > MAX_LINE {
+        emit(start..start + MAX_LINE);
+        emit(start + MAX_LINE..end);
+    } else {
+        emit(start..end);
     }
 }
 
-/// Reads a stream in large chunks and splits it into lines, keeping the partial tail.
-pub(crate) struct LineReader {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl LineReader {
-    /// A reader whose buffer always has room for at least one full [`MAX_LINE`] read.
-    pub(crate) fn new() -> Self {
-        LineReader {
-            buf: vec![0; 2 * CUT_WINDOW],
-            start: 0,
-            end: 0,
-        }
-    }
-
-    /// Reads once from `src` and emits the lines that became complete.
-    ///
-    /// Returns `Ok(false)` at end of stream, after emitting the unterminated tail.
-    pub(crate) fn read_from(
-        &mut self,
-        src: &mut impl Read,
-        mut emit: impl FnMut(&[u8]),
-    ) -> io::Result<bool> {
-        self.buf.copy_within(self.start..self.end, 0);
-        self.end -= self.start;
-        self.start = 0;
-        let n = loop {
-            match src.read(&mut self.buf[self.end..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.finish(&mut emit);
-                    return Err(e);
-                }
-            }
-        };
-        if n == 0 {
-            self.finish(&mut emit);
-            return Ok(false);
-        }
-        let fresh = self.end;
-        self.end += n;
-        // Rescanning a long partial line on every small read would be quadratic.
-        if self.end - self.start < CUT_WINDOW && !self.buf[fresh..self.end].contains(&b'\n') {
-            return Ok(true);
-        }
-        self.start += split_lines(&self.buf[self.start..self.end], false, &mut emit);
-        Ok(true)
-    }
-
-    fn finish(&mut self, emit: &mut impl FnMut(&[u8])) {
-        split_lines(&self.buf[self.start..self.end], true, emit);
-        self.start = self.end;
-    }
+/// Whether a partial line of `len` bytes that received no `\n` can wait for more data
+/// without being split (rescanning it on every small read would be quadratic).
+pub(crate) fn can_wait(len: usize) -> bool {
+    len < CUT_WINDOW
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn lengths(data: &[u8]) -> Vec<usize> {
+    fn lines(data: &[u8], eof: bool) -> (Vec<Vec<u8>>, usize) {
         let mut out = Vec::new();
-        split_lines(data, true, |l| out.push(l.len()));
-        out
+        let used = split_lines(data, eof, |r| out.push(data[r].to_vec()));
+        (out, used)
     }
 
-    /// Reads at most `step` bytes per call.
-    struct Trickle<'a>(&'a [u8], usize);
-
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.0.len().min(self.1).min(buf.len());
-            buf[..n].copy_from_slice(&self.0[..n]);
-            self.0 = &self.0[n..];
-            Ok(n)
-        }
+    fn lengths(data: &[u8]) -> Vec<usize> {
+        lines(data, true).0.iter().map(Vec::len).collect()
     }
 
     #[test]
@@ -133,6 +96,25 @@ mod tests {
         assert_eq!(lengths(&[&max[..], b"yz"].concat()), [MAX_LINE, 2]);
         assert_eq!(lengths(b"\n\r\n"), [0, 0]);
         assert_eq!(lengths(b""), [0usize; 0]);
+        assert_eq!(lines(b"a\r\nb\rc", false), (vec![b"a".to_vec()], 3));
+        assert_eq!(lines(b"b\rc", true).0, [b"b\rc".to_vec()]);
+    }
+
+    /// Feeds `data` in steps as the output thread does: carry the unconsumed rest over.
+    fn chunked(data: &[u8], step: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut carried: Vec<u8> = Vec::new();
+        for chunk in data.chunks(step) {
+            let fresh_has_newline = chunk.contains(&b'\n');
+            carried.extend_from_slice(chunk);
+            if !fresh_has_newline && can_wait(carried.len()) {
+                continue;
+            }
+            let used = split_lines(&carried, false, |r| got.push(carried[r].to_vec()));
+            carried.drain(..used);
+        }
+        split_lines(&carried, true, |r| got.push(carried[r].to_vec()));
+        got
     }
 
     #[test]
@@ -143,17 +125,9 @@ mod tests {
             data.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
         }
         data.extend_from_slice(b"tail\r");
-        let mut expected = Vec::new();
-        split_lines(&data, true, |l| expected.push(l.to_vec()));
+        let (expected, _) = lines(&data, true);
         for step in [3, 4096, MAX_LINE + 1, usize::MAX] {
-            let mut src = Trickle(&data, step);
-            let mut reader = LineReader::new();
-            let mut got = Vec::new();
-            while reader
-                .read_from(&mut src, |l| got.push(l.to_vec()))
-                .expect("read")
-            {}
-            assert!(got == expected, "step {step}");
+            assert!(chunked(&data, step) == expected, "step {step}");
         }
     }
 }

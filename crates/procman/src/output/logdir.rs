@@ -1,31 +1,294 @@
-//! The log directory: cleaning, file names and error-tolerant log files.
+//! The log directory: `procman.log`, one `<name>.log` per process, and the previous run's
+//! logs in `previous/`.
+//!
+//! procman moves or deletes only files it can show it created: every file it creates is
+//! recorded (name, device, inode, birth time) in `.procman-manifest` beside it, and a
+//! recorded file is touched only while it is still that file (a regular file of ours with
+//! the same identity; the birth time tells a reused inode number apart). Files
+//! are opened relative to the directory's descriptor and created with `O_EXCL` and
+//! `O_NOFOLLOW`, so a planted symlink is never followed and no existing file is truncated.
+//! (The server locks the directory against a second procman before it gets here.)
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{DirBuilder, File};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Statx, StatxFlags};
+use rustix::io::Errno;
+use serde::{Deserialize, Serialize};
+
 /// Name of the combined log, which is also why `procman` gets no per-process log.
 pub(crate) const COMBINED: &str = "procman.log";
+/// The record of the files procman created in a directory, one JSON object per line.
+pub(crate) const MANIFEST: &str = ".procman-manifest";
+/// Where the previous run's logs go at start, replacing the run before.
+pub(crate) const PREVIOUS: &str = "previous";
 
-/// Creates `dir` (mode 0700) if needed, removes the previous run's `*.log` files
-/// and returns a fresh combined log.
-pub(crate) fn prepare(dir: &Path) -> io::Result<LogFile> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let is_log = entry.path().extension().is_some_and(|e| e == "log");
-        if is_log && !entry.file_type()?.is_dir() {
-            fs::remove_file(entry.path())?;
+/// An open, locked log directory.
+pub(crate) struct LogDir {
+    path: PathBuf,
+    /// Every file is created and moved relative to it.
+    dir: OwnedFd,
+    manifest: File,
+}
+
+/// A file procman created, as recorded in a manifest.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    file: String,
+    dev: u64,
+    ino: u64,
+    /// Birth time (seconds, nanoseconds), where the file system records one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    born: Option<(i64, u32)>,
+}
+
+impl LogDir {
+    /// Creates `path` (mode 0700) if needed, moves the previous run's logs to `previous/`
+    /// and creates a fresh `procman.log`.
+    pub(crate) fn open(path: &Path) -> io::Result<(LogDir, LogFile)> {
+        DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+        let dir = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        rotate(&dir, path)?;
+        let manifest =
+            File::from(create(&dir, MANIFEST).map_err(|e| refusal(&dir, path, MANIFEST, e))?);
+        let dir = LogDir {
+            path: path.to_owned(),
+            dir,
+            manifest,
+        };
+        let combined = dir.create(COMBINED)?;
+        Ok((dir, combined))
+    }
+
+    /// Creates the new file `file` in the directory and records it as procman's.
+    pub(crate) fn create(&self, file: &str) -> io::Result<LogFile> {
+        let fd = create(&self.dir, file).map_err(|e| refusal(&self.dir, &self.path, file, e))?;
+        let stat = examine(&fd, "", AtFlags::EMPTY_PATH)?;
+        record(&self.manifest, &entry(file, &stat))?;
+        Ok(LogFile {
+            file: File::from(fd),
+            path: self.path.join(file),
+            failed: false,
+        })
+    }
+}
+
+/// Creates a new private file; fails on anything already there, symlinks included.
+fn create(dir: &OwnedFd, file: &str) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        file,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+}
+
+/// Why `file` could not be created, and what to do.
+fn refusal(dir: &OwnedFd, path: &Path, file: &str, error: Errno) -> io::Error {
+    let shown = path.join(file);
+    if error != Errno::EXIST {
+        return io::Error::new(
+            io::Error::from(error).kind(),
+            format!("cannot create {}: {error}", shown.display()),
+        );
+    }
+    let what = match examine(dir, file, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) if file_type(&stat) == FileType::Symlink => "is a symlink",
+        _ => {
+            "already exists and procman has no record of creating it (a log of an older procman, or not a log at all)"
+        }
+    };
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!(
+            "{} {what}; procman neither follows nor overwrites it: move it away or choose another --log-dir",
+            shown.display()
+        ),
+    )
+}
+
+/// `statx` of `file` in `dir` (of `dir` itself with an empty name and `EMPTY_PATH`).
+fn examine(dir: &OwnedFd, file: &str, flags: AtFlags) -> rustix::io::Result<Statx> {
+    rustix::fs::statx(
+        dir,
+        file,
+        flags | AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+    )
+}
+
+fn file_type(stat: &Statx) -> FileType {
+    FileType::from_raw_mode(stat.stx_mode.into())
+}
+
+fn entry(file: &str, stat: &Statx) -> Entry {
+    let born = StatxFlags::from_bits_retain(stat.stx_mask).contains(StatxFlags::BTIME);
+    Entry {
+        file: file.to_owned(),
+        dev: u64::from(stat.stx_dev_major) << 32 | u64::from(stat.stx_dev_minor),
+        ino: stat.stx_ino,
+        born: born.then_some((stat.stx_btime.tv_sec, stat.stx_btime.tv_nsec)),
+    }
+}
+
+fn record(manifest: &File, entry: &Entry) -> io::Result<()> {
+    let mut line = serde_json::to_vec(entry)?;
+    line.push(b'\n');
+    (&*manifest).write_all(&line)
+}
+
+/// Moves the files of the previous run (as its manifest records them) into `previous/`,
+/// after deleting the run before that one's files there.
+fn rotate(dir: &OwnedFd, path: &Path) -> io::Result<()> {
+    let Some(text) = read_manifest(dir, path)? else {
+        return Ok(());
+    };
+    let entries: Vec<Entry> = parse(&text).collect();
+    let prev_path = path.join(PREVIOUS);
+    match rustix::fs::mkdirat(dir, PREVIOUS, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(context(e, &prev_path)),
+    }
+    let prev = rustix::fs::openat(
+        dir,
+        PREVIOUS,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| context(e, &prev_path))?;
+    if examine(&prev, "", AtFlags::EMPTY_PATH)?.stx_uid != rustix::process::geteuid().as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to another user; remove it or choose another --log-dir",
+                prev_path.display()
+            ),
+        ));
+    }
+    if let Some(older) = read_manifest(&prev, &prev_path)? {
+        for entry in parse(&older).filter(|e| is_recorded(&prev, e)) {
+            unlink(&prev, &prev_path, &entry.file)?;
+        }
+        unlink(&prev, &prev_path, MANIFEST)?;
+    }
+    let moved =
+        File::from(create(&prev, MANIFEST).map_err(|e| refusal(&prev, &prev_path, MANIFEST, e))?);
+    for entry in entries.iter().filter(|e| is_recorded(dir, e)) {
+        // Recorded first: after a crash the next run still knows the file is ours.
+        record(&moved, entry)?;
+        if !move_without_replacing(dir, &prev, &entry.file)? {
+            // previous/ holds a file of that name that is not ours: it stays, ours goes.
+            unlink(dir, path, &entry.file)?;
         }
     }
-    LogFile::create(dir.join(COMBINED))
+    unlink(dir, path, MANIFEST)
+}
+
+/// Renames `file` from `from` to `to` unless `to` already has one; false if it has.
+fn move_without_replacing(from: &OwnedFd, to: &OwnedFd, file: &str) -> io::Result<bool> {
+    match rustix::fs::renameat_with(from, file, to, file, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(true),
+        Err(Errno::EXIST) => Ok(false),
+        // File systems without RENAME_NOREPLACE: link(2) never replaces either.
+        Err(Errno::INVAL) => match rustix::fs::linkat(from, file, to, file, AtFlags::empty()) {
+            Ok(()) => {
+                rustix::fs::unlinkat(from, file, AtFlags::empty())?;
+                Ok(true)
+            }
+            Err(Errno::EXIST) => Ok(false),
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn unlink(dir: &OwnedFd, path: &Path, file: &str) -> io::Result<()> {
+    rustix::fs::unlinkat(dir, file, AtFlags::empty()).map_err(|e| context(e, &path.join(file)))
+}
+
+/// The text of `dir`'s manifest; `None` if there is none. A manifest that procman
+/// cannot have written (not a regular file of ours, or writable by others) is an error.
+fn read_manifest(dir: &OwnedFd, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let shown = path.join(MANIFEST);
+    let fd = match rustix::fs::openat(
+        dir,
+        MANIFEST,
+        // NONBLOCK: a FIFO planted here must not hang the start.
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(untrusted(&shown, &e.to_string())),
+    };
+    let stat = examine(&fd, "", AtFlags::EMPTY_PATH)?;
+    if !is_ours(&stat) {
+        return Err(untrusted(&shown, "not a private regular file of this user"));
+    }
+    let mut text = Vec::new();
+    File::from(fd).read_to_end(&mut text)?;
+    Ok(Some(text))
+}
+
+/// The entries of a manifest. A line cut short by a crash is skipped (the
+/// file it named stays where it is).
+fn parse(text: &[u8]) -> impl Iterator<Item = Entry> + '_ {
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice(line).ok())
+}
+
+fn untrusted(shown: &Path, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{} was not written by procman ({why}); remove it or choose another --log-dir",
+            shown.display()
+        ),
+    )
+}
+
+fn is_ours(stat: &Statx) -> bool {
+    file_type(stat) == FileType::RegularFile
+        && stat.stx_uid == rustix::process::geteuid().as_raw()
+        && stat.stx_mode & 0o022 == 0
+}
+
+/// Whether `entry` still names, in `dir`, the very file procman created.
+fn is_recorded(dir: &OwnedFd, entry: &Entry) -> bool {
+    let plain = !entry.file.is_empty()
+        && entry.file != "."
+        && entry.file != ".."
+        && entry.file != MANIFEST
+        && !entry.file.contains(['/', '\0']);
+    plain
+        && examine(dir, &entry.file, AtFlags::empty()).is_ok_and(|stat| {
+            let found = self::entry(&entry.file, &stat);
+            is_ours(&stat)
+                && found.dev == entry.dev
+                && found.ino == entry.ino
+                && (found.born.is_none() || entry.born.is_none() || found.born == entry.born)
+        })
+}
+
+fn context(error: Errno, path: &Path) -> io::Error {
+    io::Error::new(
+        io::Error::from(error).kind(),
+        format!("{}: {error}", path.display()),
+    )
 }
 
 /// File name of the log for process `name`: injective and never leaving the directory.
 ///
-/// `%` becomes `%25`, `/` becomes `%2F`, NUL becomes `%00`, and a leading `.` becomes `%2E`,
-/// so `../x` is stored as `%2E.%2Fx.log`; the empty name is stored as `%.log`.
+/// `%` becomes `%25`, `/` `%2F`, control characters `%XX` (NUL is `%00`, newline `%0A`),
+/// and a leading `.` `%2E`, so `../x` is stored as `%2E.%2Fx.log`; the empty name is
+/// stored as `%.log`.
 pub(crate) fn file_name(name: &str) -> String {
     if name.is_empty() {
         return "%.log".to_owned();
@@ -33,9 +296,8 @@ pub(crate) fn file_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 4);
     for (i, c) in name.chars().enumerate() {
         match c {
-            '%' => out.push_str("%25"),
-            '/' => out.push_str("%2F"),
-            '\0' => out.push_str("%00"),
+            '%' | '/' => out.push_str(&format!("%{:02X}", c as u32)),
+            c if c.is_ascii_control() => out.push_str(&format!("%{:02X}", c as u32)),
             '.' if i == 0 => out.push_str("%2E"),
             c => out.push(c),
         }
@@ -48,32 +310,18 @@ pub(crate) fn file_name(name: &str) -> String {
 pub(crate) struct LogFile {
     file: File,
     path: PathBuf,
-    reported: bool,
+    failed: bool,
 }
 
 impl LogFile {
-    /// Creates or truncates the file at `path`.
-    pub(crate) fn create(path: PathBuf) -> io::Result<LogFile> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
-        Ok(LogFile {
-            file,
-            path,
-            reported: false,
-        })
-    }
-
     /// Writes all of `bytes`, reporting the first failure.
     pub(crate) fn write(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
         if let Err(e) = self.file.write_all(bytes) {
-            if !self.reported {
-                self.reported = true;
+            if !self.failed {
+                self.failed = true;
                 eprintln!("procman: writing {}: {e}", self.path.display());
             }
         }
@@ -91,6 +339,7 @@ mod tests {
         assert_eq!(file_name(".hidden"), "%2Ehidden.log");
         assert_eq!(file_name("a%2Fb"), "a%252Fb.log");
         assert_eq!(file_name("a.b"), "a.b.log");
+        assert_eq!(file_name("a\nb\0"), "a%0Ab%00.log");
         assert_eq!(file_name(""), "%.log");
     }
 }

@@ -1,37 +1,49 @@
-//! Multiplexed process output and the log directory.
+//! Multiplexed process output, the log directory and the in-memory tail.
 //!
-//! Every line of every process goes to the terminal and the combined log
-//! `procman.log` as `{name:>width} | {line}`, and bare to the process's own
-//! `{name}.log`. Reader threads ([`Output::capture`]) split pipe data into lines,
-//! format a whole chunk per destination and write each destination once per chunk.
+//! Every line of every process goes to the terminal as `{name:>width} | {line}`, to the
+//! combined log `procman.log` as `{time} {name:>width} | {line}` without escape sequences,
+//! and into a bounded tail per process (for `procman logs`, followers and the TUI). Each
+//! process's own `{name}.log` receives its bytes exactly as printed; the previous run's
+//! logs move to `previous/` at start. One output thread (`pump.rs`) reads all pipes and
+//! writes all destinations.
 
 mod ansi;
 mod batch;
 mod color;
 mod lines;
 mod logdir;
+mod names;
+mod pump;
+mod tail;
 mod terminal;
 #[cfg(test)]
 mod tests;
+mod writer;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::SystemTime;
 
-use batch::Batch;
-use lines::{LineReader, split_lines};
-use logdir::LogFile;
+use tokio::sync::{broadcast, oneshot};
+
+use logdir::LogDir;
+use names::{Names, SUPERVISOR_ID};
+use pump::{Command, Mailbox, Sinks};
+use tail::Tails;
 use terminal::Terminal;
+
+pub use tail::{LogLine, TAIL_BYTES, TAIL_LINES};
 
 /// The name under which the supervisor's own messages appear.
 pub const SUPERVISOR: &str = "procman";
+
+/// Lines a subscriber may fall behind before it is told it lagged.
+pub const FEED_CAPACITY: usize = 1024;
 
 /// When to colour the name column.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,7 +79,8 @@ pub struct UnknownColorChoice(pub String);
 /// How output is shown and logged.
 #[derive(Clone, Debug, Default)]
 pub struct OutputConfig {
-    /// Directory for `procman.log` and `{name}.log`; `None` writes no log files.
+    /// Directory for `procman.log` and `{name}.log` (created 0700; the previous run's
+    /// logs move to `previous/`); `None` writes no log files.
     pub log_dir: Option<PathBuf>,
     /// Whether to colour the terminal output.
     pub color: ColorChoice,
@@ -81,28 +94,45 @@ pub struct Output {
 
 struct Inner {
     color: bool,
-    log_dir: Option<PathBuf>,
-    /// Width of the name column, in characters.
-    width: AtomicUsize,
-    procs: Mutex<HashMap<String, Arc<Proc>>>,
-    shared: Mutex<Shared>,
+    log_path: Option<PathBuf>,
+    log_dir: Option<LogDir>,
+    shared: Arc<Shared>,
+    mailbox: Mailbox,
 }
 
-/// A registered name.
-struct Proc {
-    name: String,
-    log: Option<Mutex<LogFile>>,
+/// State read by callers and written by the output thread.
+pub(crate) struct Shared {
+    pub(crate) names: Mutex<Names>,
+    pub(crate) tails: Mutex<Tails>,
+    pub(crate) feed: broadcast::Sender<LogLine>,
 }
 
-/// Destinations shared by all processes, written under one lock so that they
-/// see lines in the same order.
-struct Shared {
-    terminal: Terminal,
-    combined: Option<LogFile>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The output of one process being read: await [`Capture::finished`] to know that it
+/// reached end of file and that every byte was written out.
+#[derive(Debug)]
+pub struct Capture {
+    done: oneshot::Receiver<io::Result<u64>>,
+}
+
+impl Capture {
+    /// Resolves once the pipe reached end of file (every process holding its write end
+    /// closed it) and all its lines were written: the number of lines.
+    pub async fn finished(self) -> io::Result<u64> {
+        self.done.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// [`Capture::finished`] for threads outside an async runtime (panics inside one).
+    pub fn wait(self) -> io::Result<u64> {
+        self.done.blocking_recv().unwrap_or_else(|_| Err(gone()))
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::other("the output thread ended before the pipe did")
 }
 
 impl Output {
@@ -140,83 +170,128 @@ impl Output {
         size_fd: Option<OwnedFd>,
     ) -> io::Result<Output> {
         let color = color::enabled(config.color, is_tty, no_color);
-        let combined = match &config.log_dir {
-            Some(dir) => Some(logdir::prepare(dir)?),
-            None => None,
+        let (log_dir, combined) = match &config.log_dir {
+            Some(path) => {
+                let (dir, combined) = LogDir::open(path)?;
+                (Some(dir), Some(combined))
+            }
+            None => (None, None),
         };
-        let supervisor = Arc::new(Proc {
-            name: SUPERVISOR.to_owned(),
+        let shared = Arc::new(Shared {
+            names: Mutex::new(Names::new()),
+            tails: Mutex::new(Tails::default()),
+            feed: broadcast::channel(FEED_CAPACITY).0,
+        });
+        let sinks = Sinks {
+            terminal: Terminal::new(out, is_tty, color, size_fd),
+            combined,
+            color,
+        };
+        let mailbox = pump::start(Arc::clone(&shared), sinks)?;
+        mailbox.send(Command::Register {
+            id: SUPERVISOR_ID,
+            name: SUPERVISOR.into(),
             log: None,
         });
-        let inner = Inner {
-            color,
-            log_dir: config.log_dir,
-            width: AtomicUsize::new(SUPERVISOR.len()),
-            procs: Mutex::new(HashMap::from([(SUPERVISOR.to_owned(), supervisor)])),
-            shared: Mutex::new(Shared {
-                terminal: Terminal::new(out, is_tty, color, size_fd),
-                combined,
-            }),
-        };
         Ok(Output {
-            inner: Arc::new(inner),
+            inner: Arc::new(Inner {
+                color,
+                log_path: config.log_dir,
+                log_dir,
+                shared,
+                mailbox,
+            }),
         })
     }
 
-    /// Declares a process name: widens the name column, creates `{log_dir}/{name}.log`.
+    /// Declares a process name and creates its `{log_dir}/{name}.log`.
     ///
-    /// Registering a name again is a no-op (its log is not truncated). Names are
-    /// stored injectively: `%`, `/`, NUL and a leading `.` are percent-encoded.
+    /// The names registered before the first line is given set the width of the name
+    /// column (capped at 24 characters); it never changes afterwards, and a longer name
+    /// is shortened with `…` in the column. Colours follow the order of registration.
+    /// Registering a name again is a no-op. A log file that cannot be created is reported
+    /// (also as a supervisor line); the name is registered without one.
     pub fn register(&self, name: &str) -> io::Result<()> {
-        self.inner.register(name).map(drop)
+        self.inner.id(name, false).1
     }
 
-    /// One complete line (no trailing newline) from `name`.
+    /// One complete line (no trailing newline) from `name`; embedded newlines split it.
     ///
-    /// An unregistered name is registered first. Embedded newlines split the line.
+    /// An unregistered name is registered first.
     pub fn line(&self, name: &str, line: &[u8]) {
-        let proc = self.inner.proc(name);
-        self.inner.emit(&proc, line);
+        let (id, _) = self.inner.id(name, true);
+        self.inner.send(Command::Text {
+            id,
+            text: line.to_vec(),
+        });
     }
 
     /// A supervisor message, shown under the name `procman` (combined log only, no per-process file).
     pub fn procman(&self, message: &str) {
-        let proc = self.inner.proc(SUPERVISOR);
-        self.inner.emit(&proc, message.as_bytes());
+        lock(&self.inner.shared.names).fix_width();
+        self.inner.send(Command::Text {
+            id: SUPERVISOR_ID,
+            text: message.as_bytes().to_vec(),
+        });
     }
 
-    /// Spawns a reader thread that drains `pipe` until EOF, emitting its lines under `name`.
-    /// Returns the number of lines emitted. Joining it means every byte was written out.
-    pub fn capture(&self, name: &str, pipe: OwnedFd) -> JoinHandle<io::Result<u64>> {
-        let inner = Arc::clone(&self.inner);
-        let proc = self.inner.proc(name);
-        let thread_name: String = format!("out:{name}").replace('\0', "");
-        let spawned = thread::Builder::new()
-            .name(thread_name)
-            .spawn(move || inner.drain(&proc, pipe));
-        match spawned {
-            Ok(handle) => handle,
-            Err(e) => {
-                self.procman(&format!("cannot capture the output of {name}: {e}"));
-                thread::spawn(move || Err(e))
-            }
-        }
+    /// Reads `pipe` until end of file on the output thread, showing its lines under `name`.
+    pub fn capture(&self, name: &str, pipe: OwnedFd) -> Capture {
+        let (id, _) = self.inner.id(name, true);
+        let (tx, done) = oneshot::channel();
+        self.inner.send(Command::Capture { id, pipe, done: tx });
+        Capture { done }
     }
 
     /// Live status line at the bottom of a TTY (e.g. "waiting: api (http://…/health)"); None clears it.
     /// On a non-TTY this does nothing (the supervisor logs plain lines instead).
     pub fn set_status(&self, status: Option<String>) {
-        lock(&self.inner.shared).terminal.set_status(status);
+        self.inner.send(Command::Status(status));
     }
 
-    /// Flushes the terminal writer (log files are unbuffered).
+    /// Waits until everything given so far is written, and flushes the terminal.
     pub fn flush(&self) -> io::Result<()> {
-        lock(&self.inner.shared).terminal.flush()
+        let (tx, rx) = mpsc::sync_channel(1);
+        if !self.inner.mailbox.send(Command::Flush(tx)) {
+            return Err(gone());
+        }
+        rx.recv().unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// The newest lines of `names` (every name, `procman` included, when empty), at most
+    /// `n` in all, none older than `since`, in output order.
+    pub fn tail(&self, names: &[&str], n: usize, since: Option<SystemTime>) -> Vec<LogLine> {
+        let ids: Vec<(usize, Arc<str>)> = {
+            let registry = lock(&self.inner.shared.names);
+            if names.is_empty() {
+                registry.all().collect()
+            } else {
+                names
+                    .iter()
+                    .filter_map(|name| {
+                        let id = registry.get(name)?;
+                        Some((id, Arc::clone(registry.name(id))))
+                    })
+                    .collect()
+            }
+        };
+        lock(&self.inner.shared.tails).tail(&ids, n, since)
+    }
+
+    /// Every line from now on, of every name.
+    ///
+    /// To follow with history: subscribe first, then take [`Output::tail`], then skip the
+    /// received lines whose `seq` is not above the last line of the tail. A subscriber
+    /// that falls more than [`FEED_CAPACITY`] lines behind gets
+    /// [`broadcast::error::RecvError::Lagged`] with the number it missed; it never slows
+    /// the processes down.
+    pub fn subscribe(&self) -> broadcast::Receiver<LogLine> {
+        self.inner.shared.feed.subscribe()
     }
 
     /// The log directory, if logging to files.
     pub fn log_dir(&self) -> Option<&Path> {
-        self.inner.log_dir.as_deref()
+        self.inner.log_path.as_deref()
     }
 }
 
@@ -224,101 +299,55 @@ impl fmt::Debug for Output {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Output")
             .field("color", &self.inner.color)
-            .field("log_dir", &self.inner.log_dir)
+            .field("log_dir", &self.inner.log_path)
             .finish_non_exhaustive()
     }
 }
 
 impl Inner {
-    fn register(&self, name: &str) -> io::Result<Arc<Proc>> {
-        let mut procs = lock(&self.procs);
-        if let Some(proc) = procs.get(name) {
-            return Ok(Arc::clone(proc));
+    fn send(&self, command: Command) {
+        // Only fails once the output thread is gone, when there is nowhere to write anyway.
+        self.mailbox.send(command);
+    }
+
+    /// The id of `name`, registering it (and creating its log file) if it is new.
+    /// `showing`: lines of it follow, so the name column is fixed from now on.
+    fn id(&self, name: &str, showing: bool) -> (usize, io::Result<()>) {
+        let mut names = lock(&self.shared.names);
+        let known = names.get(name);
+        if showing {
+            names.fix_width();
         }
-        let log = match &self.log_dir {
-            Some(dir) => Some(Mutex::new(LogFile::create(
-                dir.join(logdir::file_name(name)),
-            )?)),
-            None => None,
+        if let Some(id) = known {
+            return (id, Ok(()));
+        }
+        let id = names.add(name);
+        let (log, result) = match &self.log_dir {
+            None => (None, Ok(())),
+            Some(dir) => match dir.create(&logdir::file_name(name)) {
+                Ok(log) => (Some(log), Ok(())),
+                Err(e) => (None, Err(e)),
+            },
         };
-        let proc = Arc::new(Proc {
-            name: name.to_owned(),
+        // Sent under the lock, so it precedes every command that uses the id.
+        self.send(Command::Register {
+            id,
+            name: Arc::clone(names.name(id)),
             log,
         });
-        procs.insert(name.to_owned(), Arc::clone(&proc));
-        self.width
-            .fetch_max(name.chars().count(), Ordering::Relaxed);
-        Ok(proc)
-    }
-
-    /// The entry for `name`, registering it (without a log file if that fails).
-    fn proc(&self, name: &str) -> Arc<Proc> {
-        self.register(name).unwrap_or_else(|e| {
-            eprintln!("procman: cannot create the log file of {name}: {e}");
-            let proc = Arc::new(Proc {
-                name: name.to_owned(),
-                log: None,
+        if let Err(e) = &result {
+            self.send(Command::Text {
+                id: SUPERVISOR_ID,
+                text: format!("{e}; the output of {name} is in {} only", logdir::COMBINED)
+                    .into_bytes(),
             });
-            lock(&self.procs).insert(name.to_owned(), Arc::clone(&proc));
-            self.width
-                .fetch_max(name.chars().count(), Ordering::Relaxed);
-            proc
-        })
+        }
+        (id, result)
     }
+}
 
-    fn batch(&self, proc: &Proc) -> Batch {
-        let mut batch = Batch::new(
-            &proc.name,
-            proc.name == SUPERVISOR,
-            self.color,
-            self.log_dir.is_some(),
-        );
-        batch.set_width(self.width.load(Ordering::Relaxed));
-        batch
-    }
-
-    fn emit(&self, proc: &Proc, text: &[u8]) {
-        let mut batch = self.batch(proc);
-        if text.is_empty() {
-            batch.push(text);
-        } else {
-            split_lines(text, true, |line| batch.push(line));
-        }
-        self.commit(proc, &mut batch);
-    }
-
-    fn drain(&self, proc: &Proc, pipe: OwnedFd) -> io::Result<u64> {
-        let mut src = File::from(pipe);
-        let mut reader = LineReader::new();
-        let mut batch = self.batch(proc);
-        let mut total = 0;
-        loop {
-            batch.set_width(self.width.load(Ordering::Relaxed));
-            let more = reader.read_from(&mut src, |line| batch.push(line));
-            total += batch.lines;
-            self.commit(proc, &mut batch);
-            if !more? {
-                return Ok(total);
-            }
-        }
-    }
-
-    /// Writes a batch: the process's own log first, then the shared destinations
-    /// under one short lock.
-    fn commit(&self, proc: &Proc, batch: &mut Batch) {
-        if batch.lines == 0 {
-            return;
-        }
-        if let Some(log) = &proc.log {
-            lock(log).write(&batch.own);
-        }
-        {
-            let mut shared = lock(&self.shared);
-            shared.terminal.write_lines(&batch.term);
-            if let Some(combined) = &mut shared.combined {
-                combined.write(&batch.combined);
-            }
-        }
-        batch.clear();
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.send(Command::Stop);
     }
 }

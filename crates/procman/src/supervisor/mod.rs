@@ -480,12 +480,9 @@ impl Runner {
             exited.wait().await;
             // Let the capture drain what the process wrote before its exit is handled,
             // without waiting on descendants that keep the pipe open.
-            let drained = tokio::time::timeout(
-                DRAIN_GRACE,
-                tokio::task::spawn_blocking(move || capture.join()),
-            )
-            .await
-            .is_ok();
+            let drained = tokio::time::timeout(DRAIN_GRACE, capture.finished())
+                .await
+                .is_ok();
             let _ = inputs.send(Input::LeaderExited {
                 name: task_name,
                 pid,
