@@ -44,6 +44,36 @@ greet:
 }
 
 #[test]
+fn a_template_value_is_never_read_as_shell_code() {
+    // The output file is data (a job may copy it from anywhere); only values that mean
+    // nothing to the shell are spliced into the script, the rest arrive as variables.
+    let sb = Sandbox::new(
+        r#"
+setup:
+  run: |
+    printf '%s\n' 'PORT=8080' 'EVIL=$(touch PWNED1)`touch PWNED2`"; touch PWNED3; "' > $PROCMAN_OUTPUT
+  once: true
+use:
+  depends:
+    - process_exited: setup
+  run: echo "port=${{ setup.PORT }} evil=${{ setup.EVIL }}"; echo bare ${{ setup.EVIL }}
+  once: true
+"#,
+    );
+    let (status, out, err) = sb.run(&[], T);
+    assert_eq!(status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    let evil = r#"$(touch PWNED1)`touch PWNED2`"; touch PWNED3; ""#;
+    assert!(
+        out.contains(&format!("use | port=8080 evil={evil}")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("use | bare {evil}")), "{out}");
+    for pwned in ["PWNED1", "PWNED2", "PWNED3"] {
+        assert!(!sb.file(pwned).exists(), "{pwned} was created: {out}");
+    }
+}
+
+#[test]
 fn failing_once_job_sets_exit_code_and_stops_the_rest() {
     let m = common::unique_sleep();
     let sb = Sandbox::new(&format!(

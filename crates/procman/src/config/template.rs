@@ -68,11 +68,53 @@ fn malformed_message(inner: &str) -> String {
     format!("invalid template `${{{{{inner}}}}}`: expected `${{{{ process.KEY }}}}`")
 }
 
-/// Substitutes every `${{ process.KEY }}` in `s` with `lookup(process, key)`.
+/// Substitutes every `${{ process.KEY }}` in `s` with `lookup(process, key)`, as text.
+/// For values no shell reads (`env`, dependency fields); a `run` script goes through
+/// [`resolve_script`].
 ///
 /// Fails on the first reference that `lookup` cannot answer (naming the process and key) or
 /// that is malformed, so a process never starts with a half-resolved command.
 pub fn resolve(s: &str, lookup: impl Fn(&str, &str) -> Option<String>) -> Result<String, String> {
+    substitute(s, lookup, |value, out| out.push_str(&value))
+}
+
+/// The prefix of the variables through which [`resolve_script`] passes template values.
+pub const SCRIPT_VALUE_ENV: &str = "PROCMAN_TEMPLATE_";
+
+/// Resolves the templates of a `run` script without letting a value be read as shell syntax.
+///
+/// A value made only of characters that mean nothing to the shell in any quoting context
+/// (letters, digits, space and `_ . / : @ % + , = -`) is spliced as text, exactly as
+/// procman 0.12 did, so ports, hosts, paths and tokens work inside any quotes. Any other value
+/// (`$(…)`, quotes, `;`, a newline, …) is passed in the environment as
+/// `PROCMAN_TEMPLATE_<n>` and the script refers to it as `${PROCMAN_TEMPLATE_<n>}`: the shell
+/// expands it as a variable, never as code. Returns the script and those variables.
+pub fn resolve_script(
+    s: &str,
+    lookup: impl Fn(&str, &str) -> Option<String>,
+) -> Result<(String, Vec<(String, String)>), String> {
+    let mut passed = Vec::new();
+    let script = substitute(s, lookup, |value, out| {
+        if value.chars().all(means_nothing_to_the_shell) {
+            out.push_str(&value);
+        } else {
+            let var = format!("{SCRIPT_VALUE_ENV}{}", passed.len());
+            out.push_str(&format!("${{{var}}}"));
+            passed.push((var, value));
+        }
+    })?;
+    Ok((script, passed))
+}
+
+fn means_nothing_to_the_shell(c: char) -> bool {
+    c.is_ascii_alphanumeric() || " _./:@%+,=-".contains(c)
+}
+
+fn substitute(
+    s: &str,
+    lookup: impl Fn(&str, &str) -> Option<String>,
+    mut put: impl FnMut(String, &mut String),
+) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut pos = 0;
     for o in scan(s) {
@@ -81,7 +123,7 @@ pub fn resolve(s: &str, lookup: impl Fn(&str, &str) -> Option<String>) -> Result
             return Err(malformed_message(o.inner));
         };
         match lookup(process, key) {
-            Some(v) => out.push_str(&v),
+            Some(v) => put(v, &mut out),
             None => {
                 return Err(format!(
                     "process `{process}` did not output `{key}` (template `${{{{ {process}.{key} }}}}`); \
@@ -185,6 +227,28 @@ mod tests {
         let e = resolve("${{ nodot }}", |_, _| Some(String::new())).unwrap_err();
         assert!(e.contains("invalid template"), "{e}");
         assert_eq!(malformed("${{ a.b }} ${{ c }}").len(), 1);
+    }
+
+    #[test]
+    fn script_splices_plain_values_and_passes_the_rest_through_the_environment() {
+        let values = |_: &str, k: &str| {
+            Some(match k {
+                "PORT" => "8080".to_string(),
+                "URL" => "postgres://u@db:5432/app?x=1".to_string(),
+                _ => "$(touch PWNED)'; echo \"`id`\"\n".to_string(),
+            })
+        };
+        let (script, env) = resolve_script(
+            "serve ${{ db.PORT }} '${{ db.EVIL }}' ${{ db.URL }}",
+            values,
+        )
+        .unwrap();
+        assert_eq!(
+            script,
+            "serve 8080 '${PROCMAN_TEMPLATE_0}' ${PROCMAN_TEMPLATE_1}"
+        );
+        assert_eq!(env[0].1, "$(touch PWNED)'; echo \"`id`\"\n");
+        assert_eq!(env[1].1, "postgres://u@db:5432/app?x=1");
     }
 
     #[test]

@@ -524,7 +524,8 @@ impl Runner {
                 .to_string_lossy()
                 .into_owned(),
         );
-        let script = template::resolve(&spec.run, lookup)?;
+        let (script, values) = template::resolve_script(&spec.run, lookup)?;
+        env.extend(values);
         Ok((script, env))
     }
 
