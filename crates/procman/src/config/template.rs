@@ -84,7 +84,8 @@ pub const SCRIPT_VALUE_ENV: &str = "PROCMAN_TEMPLATE_";
 /// Resolves the templates of a `run` script without letting a value be read as shell syntax.
 ///
 /// A value made only of characters that mean nothing to the shell in any quoting context
-/// (letters, digits, space and `_ . / : @ % + , = -`) is spliced as text, exactly as
+/// (letters, digits and `_ . / : @ % + , = -`; not even a space, which in `A=${{ x.V }} cmd`
+/// would start another command) is spliced as text, exactly as
 /// procman 0.12 did, so ports, hosts, paths and tokens work inside any quotes. Any other value
 /// (`$(…)`, quotes, `;`, a newline, …) is passed in the environment as
 /// `PROCMAN_TEMPLATE_<n>` and the script refers to it as `${PROCMAN_TEMPLATE_<n>}`: the shell
@@ -107,7 +108,7 @@ pub fn resolve_script(
 }
 
 fn means_nothing_to_the_shell(c: char) -> bool {
-    c.is_ascii_alphanumeric() || " _./:@%+,=-".contains(c)
+    c.is_ascii_alphanumeric() || "_./:@%+,=-".contains(c)
 }
 
 fn substitute(
@@ -234,6 +235,7 @@ mod tests {
         let values = |_: &str, k: &str| {
             Some(match k {
                 "PORT" => "8080".to_string(),
+                "WORDS" => "a touch PWNED".to_string(),
                 "URL" => "postgres://u@db:5432/app?x=1".to_string(),
                 _ => "$(touch PWNED)'; echo \"`id`\"\n".to_string(),
             })
