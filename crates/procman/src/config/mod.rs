@@ -133,6 +133,18 @@ pub(crate) fn pipeline(
     }
     if !cx.diags.is_empty() {
         let mut diagnostics = cx.diags;
+        if matches!(format, Format::Yaml) {
+            for d in diagnostics.iter_mut().filter(|d| d.file.is_none()) {
+                let at = parse::within(
+                    text,
+                    model::Location {
+                        line: d.line,
+                        column: d.column,
+                    },
+                );
+                (d.line, d.column) = (at.line, at.column);
+            }
+        }
         diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         diagnostics.dedup();
         return Err(ConfigError::Invalid {

@@ -1219,3 +1219,14 @@ fn load_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_empty_last_item_without_a_newline_is_located_inside_the_file() {
+    // Found by fuzzing: the scanner marks the empty item on a line past the end.
+    only_err(
+        "a:\n  run: y\n  depends:\n    - ",
+        4,
+        7,
+        &["a dependency of process `a` must be a mapping", "got nothing"],
+    );
+}

@@ -19,6 +19,7 @@ use super::draft::{Ctx, Draft};
 use super::model::*;
 pub(super) use fields::{is_env_name, suggest};
 pub(super) use process::process_name;
+pub(super) use yaml::within;
 use yaml::{load_yaml, loc};
 
 /// The processes of `procman.yaml` text, as written, in file order, with every top-level

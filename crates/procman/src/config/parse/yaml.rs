@@ -106,7 +106,7 @@ pub(super) fn load_yaml(text: &str, cx: &mut Ctx) -> Option<Node> {
                                 Some(root)
                             }
                             Err(e) => {
-                                report_load_error(e, text, cx);
+                                report_load_error(e, cx);
                                 None
                             }
                         };
@@ -114,7 +114,7 @@ pub(super) fn load_yaml(text: &str, cx: &mut Ctx) -> Option<Node> {
                 }
             }
             Err(e) => {
-                report_load_error(e, text, cx);
+                report_load_error(e, cx);
                 return None;
             }
         }
@@ -211,9 +211,9 @@ fn locate_empty_values(node: &mut Node) {
 }
 
 /// The YAML scanner reads an implicit line end after the text, so an error found at the end
-/// of a file that does not end with `\n` is marked on a line past its end: point at the end
-/// of the last line instead.
-fn within(text: &str, at: Location) -> Location {
+/// of a file that does not end with `\n` (or an empty value there, such as a last `- `) is
+/// marked on a line past its end: point at the end of the last line instead.
+pub(in crate::config) fn within(text: &str, at: Location) -> Location {
     let lines = text.split('\n').count();
     if at.line <= lines {
         return at;
@@ -225,7 +225,7 @@ fn within(text: &str, at: Location) -> Location {
     }
 }
 
-fn report_load_error(e: LoadError, text: &str, cx: &mut Ctx) {
+fn report_load_error(e: LoadError, cx: &mut Ctx) {
     let (at, message) = match e {
         LoadError::TopLevelMustBeMapping(m) | LoadError::TopLevelMustBeSequence(m) => (
             marker_loc(&m),
@@ -249,5 +249,5 @@ fn report_load_error(e: LoadError, text: &str, cx: &mut Ctx) {
             format!("duplicate key `{}`", dup.key.as_str()),
         ),
     };
-    cx.err(within(text, at), message);
+    cx.err(at, message);
 }
