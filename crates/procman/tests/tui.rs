@@ -520,7 +520,6 @@ fn find(tui: &Pty, text: &str) -> Option<(u16, u16)> {
 }
 
 #[test]
-#[ignore = "needs the server's output stream (subscribe with logs, the logs request), not on main yet"]
 fn output_lines_appear_with_their_colours_and_search_highlights_them() {
     let m = unique_sleep();
     let s = Served::new(&format!(
@@ -570,7 +569,6 @@ fn output_lines_appear_with_their_colours_and_search_highlights_them() {
 }
 
 #[test]
-#[ignore = "needs the server's output stream (subscribe with logs, the logs request), not on main yet"]
 fn memory_stays_bounded_while_a_process_prints_millions_of_lines() {
     const LINES: u32 = 2_000_000;
     let m = unique_sleep();
