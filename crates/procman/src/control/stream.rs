@@ -64,6 +64,11 @@ impl Stream {
         })
     }
 
+    /// Whether replies have arrived that [`Stream::next`] has not returned yet.
+    pub fn has_buffered(&self) -> bool {
+        !self.reader.buffer().is_empty()
+    }
+
     /// The next reply; `None` once the server closed the connection.
     pub async fn next(&mut self) -> Result<Option<Reply>, ClientError> {
         self.line.clear();
