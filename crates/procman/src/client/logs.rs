@@ -79,9 +79,13 @@ async fn from_server(
     let mut stream = Stream::open(paths, &request).await?;
     loop {
         match stream.next().await? {
-            Some(Reply::Logs { lines, .. }) => {
+            Some(Reply::Logs { lines, more }) => {
                 for line in &lines {
                     printer.line(line);
+                }
+                if !more && !options.follow {
+                    printer.flush();
+                    return Ok(0);
                 }
             }
             Some(Reply::Log(line)) => printer.line(&line),
