@@ -664,7 +664,10 @@ printf 'marker-done\n'
     let screen = tui.wait("the pane's title", |s| s.contains("following"));
     // The pane: its title (which counts lines) and the rows below it, up to the status
     // line and the footer.
-    let title = screen.lines().position(|l| l.contains("following")).unwrap();
+    let title = screen
+        .lines()
+        .position(|l| l.contains("following"))
+        .unwrap();
     let pane = title..21;
     let before = untouchable(&tui, pane.clone());
     std::fs::OpenOptions::new()
@@ -679,12 +682,27 @@ printf 'marker-done\n'
     // Everything of the line but its escapes, on one row of the pane.
     let (y, _) = find(&tui, "beforeINJECTEDlink red after")
         .unwrap_or_else(|| panic!("the hostile line's text is not on one row:\n{screen}"));
-    assert!(pane.contains(&usize::from(y)), "row {y} is outside the pane");
+    assert!(
+        pane.contains(&usize::from(y)),
+        "row {y} is outside the pane"
+    );
     let (y, x) = find(&tui, "red after").unwrap();
-    let red = tui.terminal.0.lock().unwrap().parser.screen().cell(y, x).unwrap().fgcolor();
+    let red = tui
+        .terminal
+        .0
+        .lock()
+        .unwrap()
+        .parser
+        .screen()
+        .cell(y, x)
+        .unwrap()
+        .fgcolor();
     assert_eq!(red, vt100::Color::Idx(1), "the colour is kept");
     let after = untouchable(&tui, pane);
-    assert_eq!(before, after, "the output changed the terminal outside the pane");
+    assert_eq!(
+        before, after,
+        "the output changed the terminal outside the pane"
+    );
     tui.send("q");
     assert_eq!(tui.exit_code(), 0);
     tui.assert_restored();

@@ -41,9 +41,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Prints the output of the server for `config`, or of its log files. Returns the exit code.
 pub fn logs(config: &Path, options: &LogsOptions) -> Result<i32> {
     let paths = paths_for(config)?;
-    let since = options
-        .since
-        .map(|ago| SystemTime::now().checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH));
+    let since = options.since.map(|ago| {
+        SystemTime::now()
+            .checked_sub(ago)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    });
     match ServerInfo::read(&paths.discovery).filter(ServerInfo::is_live) {
         Some(server) => {
             warn_on_version_skew(&server);

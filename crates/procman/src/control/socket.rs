@@ -284,7 +284,10 @@ async fn answer(
 
 /// Writes one reply line; false once the client is gone.
 async fn write(writer: &mut OwnedWriteHalf, reply: &Reply) -> bool {
-    writer.write_all(encode_reply(reply).as_bytes()).await.is_ok()
+    writer
+        .write_all(encode_reply(reply).as_bytes())
+        .await
+        .is_ok()
 }
 
 async fn next(feed: &mut Option<mpsc::Receiver<Reply>>) -> Option<Reply> {

@@ -23,7 +23,10 @@ pub(crate) fn strip_ansi(line: &[u8], out: &mut Vec<u8>) {
 /// process cannot move the cursor, retitle, or reset the terminal it is shown on.
 pub(crate) fn sanitize(line: &[u8], sgr: bool, out: &mut Vec<u8>) {
     let mut rest = line;
-    while let Some(i) = rest.iter().position(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+    while let Some(i) = rest
+        .iter()
+        .position(|&b| b < 0x20 && b != b'\t' || b == 0x7f)
+    {
         out.extend_from_slice(&rest[..i]);
         let len = if rest[i] == ESC {
             escape_len(&rest[i..])
@@ -44,7 +47,11 @@ fn is_sgr(sequence: &[u8]) -> bool {
     sequence
         .strip_prefix(b"\x1b[")
         .and_then(|s| s.strip_suffix(b"m"))
-        .is_some_and(|params| params.iter().all(|b| b.is_ascii_digit() || *b == b';' || *b == b':'))
+        .is_some_and(|params| {
+            params
+                .iter()
+                .all(|b| b.is_ascii_digit() || *b == b';' || *b == b':')
+        })
 }
 
 /// Length of the escape sequence at the start of `s` (which begins with ESC).

@@ -303,10 +303,9 @@ fn validate(message: &Message) -> Result<(), String> {
             .names
             .iter()
             .try_for_each(|name| check_name("logs", name)),
-        Message::Shutdown { .. }
-        | Message::Status
-        | Message::Ready
-        | Message::Subscribe { .. } => Ok(()),
+        Message::Shutdown { .. } | Message::Status | Message::Ready | Message::Subscribe { .. } => {
+            Ok(())
+        }
     }
 }
 
@@ -434,6 +433,50 @@ mod tests {
             }],
         };
         assert_eq!(parse_reply(encode_reply(&reply).as_bytes()).unwrap(), reply);
+    }
+
+    #[test]
+    fn output_stream_defaults_and_wire_shapes() {
+        assert_eq!(
+            parse_line(br#"{"type":"subscribe"}"#).unwrap(),
+            Message::Subscribe { logs: false }
+        );
+        assert_eq!(
+            encode(&Message::Subscribe { logs: false }),
+            "{\"type\":\"subscribe\"}\n"
+        );
+        assert_eq!(
+            parse_line(br#"{"type":"logs"}"#).unwrap(),
+            Message::Logs(LogsRequest {
+                names: Vec::new(),
+                lines: DEFAULT_LOG_LINES,
+                since: None,
+                follow: false
+            })
+        );
+        let e = err(r#"{"type":"logs","names":["a\u001b[2J"]}"#);
+        assert!(e.contains("control characters"), "{e}");
+        let e = err(r#"{"type":"logs","lines":-1}"#);
+        assert!(e.contains("invalid `logs` message"), "{e}");
+        let log = Reply::Log(LogLine {
+            name: "web".into(),
+            time: Timestamp(1_764_370_000_512),
+            line: "GET / 200".into(),
+        });
+        assert_eq!(
+            encode_reply(&log),
+            "{\"type\":\"log\",\"name\":\"web\",\"time\":1764370000512,\"line\":\"GET / 200\"}\n"
+        );
+        let gap = Reply::LogGap { missed: 5 };
+        assert_eq!(encode_reply(&gap), "{\"type\":\"log_gap\",\"missed\":5}\n");
+        let logs = Reply::Logs {
+            lines: Vec::new(),
+            more: false,
+        };
+        assert_eq!(encode_reply(&logs), "{\"type\":\"logs\",\"lines\":[]}\n");
+        for reply in [log, gap, logs] {
+            assert_eq!(parse_reply(encode_reply(&reply).as_bytes()).unwrap(), reply);
+        }
     }
 
     #[test]

@@ -46,9 +46,9 @@ pub(super) fn answer(
     // Subscribed before the tail is taken, so that no line falls in between.
     let live = request.follow.then(|| output.subscribe());
     let selected: Vec<&str> = names.iter().map(String::as_str).collect();
-    let since = request.since.map(|t| {
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.0)
-    });
+    let since = request
+        .since
+        .map(|t| std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.0));
     let tail = output.tail(&selected, request.lines, since);
     let last = tail.last().map(|l| l.seq);
     for reply in chunks(tail.iter().map(wire).collect()) {
@@ -193,7 +193,11 @@ mod tests {
         ];
         assert_eq!(resolve(&[], &table).unwrap(), Vec::<String>::new());
         assert_eq!(
-            resolve(&["worker".into(), "procman".into(), "worker-0".into()], &table).unwrap(),
+            resolve(
+                &["worker".into(), "procman".into(), "worker-0".into()],
+                &table
+            )
+            .unwrap(),
             ["worker-0", "worker-1", "procman"]
         );
         assert_eq!(resolve(&["worker-1".into()], &table).unwrap(), ["worker-1"]);

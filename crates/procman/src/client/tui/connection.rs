@@ -1,8 +1,8 @@
 //! What the TUI's connections deliver to the view: the replies of its subscription, and
 //! the kept output tail assembled from the `logs` replies it comes in.
 
-use crate::protocol::Reply;
 pub use crate::protocol::LogLine;
+use crate::protocol::Reply;
 
 /// What the server streams to the TUI.
 #[derive(Debug, Clone, PartialEq)]
