@@ -105,6 +105,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the last lines of processes' output (all processes when none is named),
+    /// merged in time order; with -f, then follow new lines until Ctrl-C or the server
+    /// stops. Without a running server, reads procman.log from the log directory.
+    Logs {
+        /// Config file of the server.
+        #[arg(long, default_value_os_t = default_path())]
+        config: PathBuf,
+        /// Keep printing new lines as the processes print them.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the newest lines to print, of all named processes together.
+        #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = crate::protocol::DEFAULT_LOG_LINES)]
+        lines: usize,
+        /// Only lines printed at most this long ago (humantime like 30s, 5m, 1h).
+        #[arg(long, value_name = "DUR", value_parser = parse_since)]
+        since: Option<Duration>,
+        /// Where procman.log is when no server runs (the --log-dir given to run or serve).
+        #[arg(long, value_name = "DIR", default_value = "procman-logs")]
+        log_dir: PathBuf,
+        /// Processes, group names (for_each, replicas: every instance), or `procman` for
+        /// the supervisor's own lines.
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
     /// Validate the config as `run` would: prints every error as file:line:col, silent and
     /// 0 when valid.
     Check {
@@ -475,6 +499,12 @@ fn parse_timeout(text: &str) -> Result<Timeout, String> {
     duration::parse_timeout(text).map(Timeout)
 }
 
+/// `--since`: a duration; `never` would mean "no line", which is not a useful question.
+fn parse_since(text: &str) -> Result<Duration, String> {
+    duration::parse_timeout(text)?
+        .ok_or_else(|| "--since needs a duration such as 30s, 5m or 1h".to_owned())
+}
+
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Path to the config file: procman.yaml, or a Procfile (named Procfile or *.procfile).
@@ -551,6 +581,23 @@ pub fn main() -> ExitCode {
         Some(Command::Stop { config, processes }) => client::stop(&config, &processes),
         Some(Command::Restart { config, processes }) => client::restart(&config, &processes),
         Some(Command::Status { config, json }) => client::status(&config, json),
+        Some(Command::Logs {
+            config,
+            follow,
+            lines,
+            since,
+            log_dir,
+            names,
+        }) => client::logs(
+            &config,
+            &client::LogsOptions {
+                names,
+                lines,
+                since,
+                follow,
+                log_dir,
+            },
+        ),
         Some(Command::Tui {
             config,
             disconnect_timeout,

@@ -312,7 +312,7 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(user, message)| Message::Shutdown { user, message }),
         Just(Message::Status),
         Just(Message::Ready),
-        Just(Message::Subscribe),
+        any::<bool>().prop_map(|logs| Message::Subscribe { logs }),
         target().prop_map(|name| Message::StopProcess { name }),
         target().prop_map(|name| Message::RestartProcess { name }),
     ]

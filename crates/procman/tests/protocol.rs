@@ -103,7 +103,7 @@ fn pipelined_requests_are_answered_in_order() {
 #[test]
 fn a_python_client_subscribes_and_restarts_as_the_protocol_doc_says() {
     let m = unique_sleep();
-    let s = Served::new(&format!("web:\n  run: exec sleep {m}\n"));
+    let s = Served::new(&format!("web:\n  run: echo hello $$; exec sleep {m}\n"));
     let mut server = s.serve();
     let paths =
         procman::control::RuntimePaths::in_dir(&s.sb.file("procman.yaml"), &s.sb.file("run"))
@@ -121,9 +121,73 @@ fn a_python_client_subscribes_and_restarts_as_the_protocol_doc_says() {
     let out = python.stdout_text();
     assert!(status.success(), "{out}\n{}", python.stderr_text());
     assert!(
-        out.contains("web stopping\nweb stopped\nweb running\nok"),
+        out.contains("web stopping\nweb stopped\nweb running\nweb said hello "),
         "{out}"
     );
+    assert!(out.ends_with("\nok"), "{out}");
+    s.client(&["stop"]);
+    assert_eq!(server.wait(T).code(), Some(0));
+}
+
+#[test]
+fn a_slow_output_follower_is_told_what_it_missed_and_the_server_carries_on() {
+    let m = unique_sleep();
+    let s = Served::new(&format!(
+        "flood:\n  run: read x < go; seq 1 200000; echo done; exec sleep {m}\n"
+    ));
+    let fifo = s.sb.file("go");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut server = s.serve();
+    let mut follower = Client::connect(&s);
+    follower.send(r#"{"type":"logs","names":["flood"],"lines":0,"follow":true}"#);
+    let tail = follower.next();
+    assert_eq!(tail, serde_json::json!({"type":"logs","lines":[]}));
+    // Nothing is read while the process prints far more than the buffers hold.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    assert!(common::eventually(T, || {
+        s.client(&["logs", "-n", "1", "flood"]).1.contains("done")
+    }));
+    let (mut lines, mut missed) = (0u64, 0u64);
+    loop {
+        let reply = follower.next();
+        match reply["type"].as_str().unwrap() {
+            "log" => {
+                lines += 1;
+                if reply["line"] == "done" {
+                    break;
+                }
+            }
+            "log_gap" => missed += reply["missed"].as_u64().unwrap(),
+            other => panic!("unexpected {other}: {reply}"),
+        }
+    }
+    assert!(missed > 0, "no gap reported after {lines} lines");
+    // Every line is either sent or counted (a gap also counts other processes' lines).
+    assert!(lines + missed >= 200_001, "{lines} sent, {missed} missed");
+    // An unknown name is an error that names it.
+    let mut client = Client::connect(&s);
+    client.send(r#"{"type":"logs","names":["flod"]}"#);
+    let error = client.next();
+    assert_eq!(error["type"], "error");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no process named \"flod\"; did you mean `flood`?"),
+        "{error}"
+    );
+    drop(follower);
     s.client(&["stop"]);
     assert_eq!(server.wait(T).code(), Some(0));
 }

@@ -520,7 +520,6 @@ fn find(tui: &Pty, text: &str) -> Option<(u16, u16)> {
 }
 
 #[test]
-#[ignore = "needs the server's output stream (subscribe with logs, the logs request), not on main yet"]
 fn output_lines_appear_with_their_colours_and_search_highlights_them() {
     let m = unique_sleep();
     let s = Served::new(&format!(
@@ -548,7 +547,9 @@ fn output_lines_appear_with_their_colours_and_search_highlights_them() {
     tui.wait("the search's answer", |s| {
         s.contains("\"404\": 1 matching line")
     });
-    let (y, x) = find(&tui, "404").unwrap();
+    // The pane's line (the pane's title above it shows the query too).
+    let (y, x) = find(&tui, "GET /b 404").unwrap();
+    let x = x + "GET /b ".len() as u16;
     let hit = tui
         .terminal
         .0
@@ -570,7 +571,6 @@ fn output_lines_appear_with_their_colours_and_search_highlights_them() {
 }
 
 #[test]
-#[ignore = "needs the server's output stream (subscribe with logs, the logs request), not on main yet"]
 fn memory_stays_bounded_while_a_process_prints_millions_of_lines() {
     const LINES: u32 = 2_000_000;
     let m = unique_sleep();
@@ -607,5 +607,104 @@ fn memory_stays_bounded_while_a_process_prints_millions_of_lines() {
     );
     tui.send("q");
     assert_eq!(tui.exit_code(), 0);
+    stop(&s, &mut server);
+}
+
+/// The terminal state a process's output must never change: modes, title, bell, and
+/// every row outside the output pane (digits masked).
+fn untouchable(tui: &Pty, pane: std::ops::Range<usize>) -> (String, Vec<String>) {
+    let t = tui.terminal.0.lock().unwrap();
+    let screen = t.parser.screen();
+    let rows = screen
+        .rows(0, 80)
+        .enumerate()
+        .filter(|(y, _)| !pane.contains(y))
+        // The uptime column counts on.
+        .map(|(_, row)| row.replace(|c: char| c.is_ascii_digit(), "#"))
+        .collect();
+    let modes = format!(
+        "title {:?}, icon {:?}, alternate screen {}, cursor hidden {}, bells {}, mouse {:?}",
+        screen.title(),
+        screen.icon_name(),
+        screen.alternate_screen(),
+        screen.hide_cursor(),
+        screen.audible_bell_count(),
+        screen.mouse_protocol_mode(),
+    );
+    (modes, rows)
+}
+
+#[test]
+fn escape_sequences_in_output_cannot_take_over_the_terminal() {
+    let m = unique_sleep();
+    let s = Served::new(&format!(
+        "web:\n  run: read line < go; sh ./hostile.sh; exec sleep {m}\n"
+    ));
+    // Clear screen, title (OSC 0/2), cursor moves, bells, DCS, a hyperlink, leaving the
+    // alternate screen, showing the cursor, mouse reporting, a full reset: only the
+    // text and the colour may reach the pane.
+    std::fs::write(
+        s.sb.file("hostile.sh"),
+        r"printf 'before\033[2J\033]0;pwned\007\033]2;pwned2\033\\\033[10;10HINJECTED\007\033P1$qm\033\\\033]8;;http://evil\033\\link\033]8;;\033\\\033[?1049l\033[?25h\033[?1000h\033c\033[H\033[31m red\033[0m after\n'
+printf 'marker-done\n'
+",
+    )
+    .unwrap();
+    let fifo = s.sb.file("go");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut server = s.serve();
+    let mut tui = Pty::tui(&s, &[]);
+    tui.wait_row("web", "running", running);
+    let screen = tui.wait("the pane's title", |s| s.contains("following"));
+    // The pane: its title (which counts lines) and the rows below it, up to the status
+    // line and the footer.
+    let title = screen
+        .lines()
+        .position(|l| l.contains("following"))
+        .unwrap();
+    let pane = title..21;
+    let before = untouchable(&tui, pane.clone());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    let screen = tui.wait("the lines after the hostile one", |s| {
+        s.contains("marker-done")
+    });
+    // Everything of the line but its escapes, on one row of the pane.
+    let (y, _) = find(&tui, "beforeINJECTEDlink red after")
+        .unwrap_or_else(|| panic!("the hostile line's text is not on one row:\n{screen}"));
+    assert!(
+        pane.contains(&usize::from(y)),
+        "row {y} is outside the pane"
+    );
+    let (y, x) = find(&tui, "red after").unwrap();
+    let red = tui
+        .terminal
+        .0
+        .lock()
+        .unwrap()
+        .parser
+        .screen()
+        .cell(y, x)
+        .unwrap()
+        .fgcolor();
+    assert_eq!(red, vt100::Color::Idx(1), "the colour is kept");
+    let after = untouchable(&tui, pane);
+    assert_eq!(
+        before, after,
+        "the output changed the terminal outside the pane"
+    );
+    tui.send("q");
+    assert_eq!(tui.exit_code(), 0);
+    tui.assert_restored();
     stop(&s, &mut server);
 }

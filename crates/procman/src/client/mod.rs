@@ -3,6 +3,7 @@
 
 mod attach;
 mod check;
+mod logs;
 mod reference;
 mod restart;
 mod start;
@@ -18,6 +19,7 @@ use anyhow::Result;
 
 pub use attach::{AttachOptions, attach};
 pub use check::check;
+pub use logs::{LogsOptions, logs};
 pub use reference::{ClientReference, client_reference};
 pub use restart::restart;
 pub use start::start;

@@ -40,6 +40,7 @@ pub use expand::expand_vars;
 pub use model::*;
 pub use mutate::REPLICA_VAR;
 pub use parse::parse_dependencies_json;
+pub(crate) use parse::suggest;
 pub use source::{Format, default_path};
 
 use draft::Ctx;

@@ -8,12 +8,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
 use super::checks::{self, Kind, Refusal};
 use super::{ClientError, RuntimePaths};
-use crate::protocol::{MAX_LINE, Message, Reply, encode, parse_reply};
+use crate::protocol::{Message, Reply, encode};
 
 /// Largest write the kernel guarantees not to interleave with other writers.
 pub const PIPE_BUF: usize = 4096;
@@ -151,62 +149,11 @@ pub async fn request(
 }
 
 async fn exchange(paths: &RuntimePaths, message: &Message) -> Result<Reply, ClientError> {
-    let path = &paths.socket;
-    let io_err = |context, source| ClientError::Io {
-        context,
-        path: path.clone(),
-        source,
-    };
-    let mut stream = match UnixStream::connect(path).await {
-        Ok(stream) => stream,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
-            ) =>
-        {
-            return Err(ClientError::NoServer {
-                config: paths.config.clone(),
-            });
-        }
-        Err(e) => return Err(io_err("connecting to", e)),
-    };
-    let euid = rustix::process::geteuid().as_raw();
-    let cred = stream
-        .peer_cred()
-        .map_err(|e| io_err("identifying the server on", e))?;
-    if cred.uid() != euid {
-        return Err(ClientError::Insecure {
-            path: path.clone(),
-            reason: format!(
-                "it is served by uid {}, not by this user (uid {euid})",
-                cred.uid()
-            ),
-        });
+    match super::Stream::open(paths, message).await?.next().await? {
+        Some(reply) => Ok(reply),
+        None => Err(ClientError::BadReply {
+            config: paths.config.clone(),
+            message: "it closed the connection without replying".into(),
+        }),
     }
-    stream
-        .write_all(encode(message).as_bytes())
-        .await
-        .map_err(|e| io_err("sending to", e))?;
-    let mut line = Vec::new();
-    BufReader::new(stream)
-        .take(MAX_LINE as u64 + 1)
-        .read_until(b'\n', &mut line)
-        .await
-        .map_err(|e| io_err("reading the reply from", e))?;
-    let bad = |message: String| ClientError::BadReply {
-        config: paths.config.clone(),
-        message,
-    };
-    if line.is_empty() {
-        return Err(bad("it closed the connection without replying".into()));
-    }
-    if !line.ends_with(b"\n") {
-        return Err(bad(if line.len() > MAX_LINE {
-            format!("the reply is longer than {MAX_LINE} bytes")
-        } else {
-            "the reply ended before its newline".into()
-        }));
-    }
-    parse_reply(&line).map_err(bad)
 }

@@ -39,6 +39,19 @@ pub enum Channel {
 /// its client as too slow and ends the stream.
 pub(crate) const STREAM_BUFFER: usize = 4096;
 
+/// Output lines a follow feed may have waiting for its connection; past that, the feed
+/// itself falls behind (and says how much it skipped) rather than the server buffering.
+pub const FOLLOW_BUFFER: usize = 64;
+
+/// What the server hands a socket connection.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// One reply line.
+    Reply(Reply),
+    /// A second source of replies, written as they come until it ends (output lines).
+    Follow(mpsc::Receiver<Reply>),
+}
+
 /// One request, or the error that took its place (bad line, refused peer, read failure),
 /// so that nothing goes unreported.
 #[derive(Debug)]
@@ -47,14 +60,14 @@ pub struct Incoming {
     pub request: Result<Message, String>,
     /// Where it came from.
     pub via: Channel,
-    replies: Option<mpsc::Sender<Reply>>,
+    replies: Option<mpsc::Sender<Outgoing>>,
 }
 
 impl Incoming {
     pub(crate) fn new(
         request: Result<Message, String>,
         via: Channel,
-        replies: Option<mpsc::Sender<Reply>>,
+        replies: Option<mpsc::Sender<Outgoing>>,
     ) -> Incoming {
         Incoming {
             request,
@@ -73,7 +86,7 @@ impl Incoming {
     /// client an error reply.
     pub fn reply(self, reply: Reply) {
         if let Some(tx) = self.replies {
-            let _ = tx.try_send(reply);
+            let _ = tx.try_send(Outgoing::Reply(reply));
         }
     }
 
@@ -85,16 +98,31 @@ impl Incoming {
 }
 
 /// The open end of a streaming request: each [`ReplyStream::send`] is one line to the
-/// client. Dropping it ends the stream.
-#[derive(Debug)]
-pub struct ReplyStream(mpsc::Sender<Reply>);
+/// client. Dropping it (every clone) ends the stream, after what a follow feed had
+/// waiting is written.
+#[derive(Debug, Clone)]
+pub struct ReplyStream(mpsc::Sender<Outgoing>);
 
 impl ReplyStream {
     /// Queues one reply without waiting; false when the client is gone or so far behind
     /// that [`STREAM_BUFFER`] replies are waiting (the caller then drops the stream, and
     /// the client, whose stream ended, can subscribe again for a fresh snapshot).
     pub fn send(&self, reply: Reply) -> bool {
-        self.0.try_send(reply).is_ok()
+        self.0.try_send(Outgoing::Reply(reply)).is_ok()
+    }
+
+    /// Adds a feed of replies to the stream, written in between the others as they come,
+    /// for as long as the stream lasts: the feed's sender waits while
+    /// [`FOLLOW_BUFFER`] of its replies are unwritten, so a slow client holds back only
+    /// the feed. Returns the sender; false when the client is gone.
+    pub fn follow(&self) -> Option<mpsc::Sender<Reply>> {
+        let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
+        self.0.try_send(Outgoing::Follow(rx)).ok().map(|()| tx)
+    }
+
+    /// Whether the client has gone (its connection closed).
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
     }
 }
 

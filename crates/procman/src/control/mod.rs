@@ -20,12 +20,14 @@ pub(crate) mod lines;
 mod listener;
 mod paths;
 mod socket;
+mod stream;
 #[cfg(test)]
 mod tests;
 
 pub use client::{PIPE_BUF, request, send_fifo};
 pub use discovery::ServerInfo;
 pub use error::{ClientError, ControlError};
-pub use listener::{Channel, DEFAULT_IDLE_TIMEOUT, Incoming, Listener, ReplyStream};
+pub use listener::{Channel, DEFAULT_IDLE_TIMEOUT, FOLLOW_BUFFER, Incoming, Listener, ReplyStream};
 pub(crate) use paths::sanitize;
 pub use paths::{RUNTIME_DIR_ENV, RuntimePaths};
+pub use stream::Stream;

@@ -18,7 +18,7 @@ use super::ControlError;
 use super::checks::{self, Kind};
 use super::fifo::refusal;
 use super::lines::{LineSplitter, Piece};
-use super::listener::{Channel, Incoming, Probe, STREAM_BUFFER};
+use super::listener::{Channel, Incoming, Outgoing, Probe, STREAM_BUFFER};
 use crate::protocol::{MAX_LINE, Reply, encode_reply, parse_line};
 
 /// Room in `sockaddr_un.sun_path` for a path and its terminating NUL.
@@ -208,10 +208,11 @@ impl Connection {
 }
 
 /// Hands one request to the server and writes its replies, one line each, until the
-/// server is done with it: one reply for most requests, a stream for subscriptions. A
-/// request the server drops unanswered still gets an error reply. While replies stream,
-/// what the client sends is queued, and its EOF ends the stream. Returns whether the
-/// connection goes on.
+/// server is done with it: one reply for most requests, a stream for subscriptions (with
+/// a follow feed of output lines written in between, until the stream ends). A request
+/// the server drops unanswered still gets an error reply. While replies stream, what the
+/// client sends is queued, and its EOF ends the stream. Returns whether the connection
+/// goes on.
 async fn answer(
     line: &[u8],
     tx: &mpsc::Sender<Incoming>,
@@ -233,15 +234,41 @@ async fn answer(
         return false;
     }
     let mut answered = false;
+    let mut feed: Option<mpsc::Receiver<Reply>> = None;
     loop {
         tokio::select! {
-            reply = replies.recv() => {
-                let Some(reply) = reply else { break };
-                answered = true;
-                if writer.write_all(encode_reply(&reply).as_bytes()).await.is_err() {
-                    return false;
+            outgoing = replies.recv() => match outgoing {
+                Some(Outgoing::Reply(reply)) => {
+                    answered = true;
+                    if !write(writer, &reply).await {
+                        return false;
+                    }
                 }
-            }
+                Some(Outgoing::Follow(rx)) => {
+                    answered = true;
+                    feed = Some(rx);
+                }
+                None => {
+                    // The stream ended: what the feed already has is still written.
+                    if let Some(feed) = &mut feed {
+                        feed.close();
+                    }
+                    while let Some(reply) = feed.as_mut().and_then(|f| f.try_recv().ok()) {
+                        if !write(writer, &reply).await {
+                            return false;
+                        }
+                    }
+                    break;
+                }
+            },
+            reply = next(&mut feed), if feed.is_some() => match reply {
+                Some(reply) => {
+                    if !write(writer, &reply).await {
+                        return false;
+                    }
+                }
+                None => feed = None,
+            },
             read = connection.read(reader), if answered && !connection.eof => {
                 if read.is_err() || connection.eof {
                     return false;
@@ -250,11 +277,22 @@ async fn answer(
         }
     }
     if !answered {
-        let reply = Reply::Error { message: fallback };
-        return writer
-            .write_all(encode_reply(&reply).as_bytes())
-            .await
-            .is_ok();
+        return write(writer, &Reply::Error { message: fallback }).await;
     }
     true
+}
+
+/// Writes one reply line; false once the client is gone.
+async fn write(writer: &mut OwnedWriteHalf, reply: &Reply) -> bool {
+    writer
+        .write_all(encode_reply(reply).as_bytes())
+        .await
+        .is_ok()
+}
+
+async fn next(feed: &mut Option<mpsc::Receiver<Reply>>) -> Option<Reply> {
+    match feed {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
 }

@@ -17,6 +17,43 @@ pub(crate) fn strip_ansi(line: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(rest);
 }
 
+/// Appends `line` to `out` safe for a terminal: with `sgr`, colour and style sequences
+/// (`ESC [ params m`) are kept; every other escape sequence (cursor moves, titles,
+/// hyperlinks, clearing, DCS, …) and control character except tab is dropped, so a
+/// process cannot move the cursor, retitle, or reset the terminal it is shown on.
+pub(crate) fn sanitize(line: &[u8], sgr: bool, out: &mut Vec<u8>) {
+    let mut rest = line;
+    while let Some(i) = rest
+        .iter()
+        .position(|&b| b < 0x20 && b != b'\t' || b == 0x7f)
+    {
+        out.extend_from_slice(&rest[..i]);
+        let len = if rest[i] == ESC {
+            escape_len(&rest[i..])
+        } else {
+            1
+        };
+        let sequence = &rest[i..i + len];
+        if sgr && is_sgr(sequence) {
+            out.extend_from_slice(sequence);
+        }
+        rest = &rest[i + len..];
+    }
+    out.extend_from_slice(rest);
+}
+
+/// `ESC [ {digits ; :} m`.
+fn is_sgr(sequence: &[u8]) -> bool {
+    sequence
+        .strip_prefix(b"\x1b[")
+        .and_then(|s| s.strip_suffix(b"m"))
+        .is_some_and(|params| {
+            params
+                .iter()
+                .all(|b| b.is_ascii_digit() || *b == b';' || *b == b':')
+        })
+}
+
 /// Length of the escape sequence at the start of `s` (which begins with ESC).
 fn escape_len(s: &[u8]) -> usize {
     match s.get(1) {
@@ -47,7 +84,7 @@ fn string_len(s: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::strip_ansi;
+    use super::{sanitize, strip_ansi};
 
     fn strip(s: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -66,5 +103,19 @@ mod tests {
         assert_eq!(strip(b"cut\x1b[12"), b"cut");
         assert_eq!(strip(b"end\x1b"), b"end");
         assert_eq!(strip(b"\xff\xfe raw"), b"\xff\xfe raw");
+    }
+
+    #[test]
+    fn sanitize_keeps_only_colours() {
+        let clean = |s: &[u8], sgr| {
+            let mut out = Vec::new();
+            sanitize(s, sgr, &mut out);
+            out
+        };
+        let hostile = b"a\x1b[2J\x1b]0;pwned\x07\x1b[10;10Hb\x07\x1bP1$q\x1b\\\x1b[?1049l\x1bc\r\x1b[1;31mred\x1b[0m\tc\x7f";
+        assert_eq!(clean(hostile, true), b"ab\x1b[1;31mred\x1b[0m\tc");
+        assert_eq!(clean(hostile, false), b"abred\tc");
+        assert_eq!(clean(b"\x1b[38:5:1mx", true), b"\x1b[38:5:1mx");
+        assert_eq!(clean(b"cut\x1b[1", true), b"cut");
     }
 }

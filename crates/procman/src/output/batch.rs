@@ -31,6 +31,11 @@ impl Prefix {
             log: plain.into_bytes(),
         }
     }
+
+    /// The column as the terminal shows it.
+    pub(crate) fn terminal(&self) -> &[u8] {
+        &self.term
+    }
 }
 
 /// Lines of any processes, formatted for the terminal and for the combined log.

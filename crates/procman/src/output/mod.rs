@@ -39,6 +39,25 @@ use terminal::Terminal;
 
 pub use tail::{LogLine, TAIL_BYTES, TAIL_LINES};
 
+/// Appends `line` to `out` for a terminal: colour sequences kept with `color`, every
+/// other escape sequence and control character (but tab) dropped.
+pub fn sanitize_line(line: &[u8], color: bool, out: &mut Vec<u8>) {
+    ansi::sanitize(line, color, out);
+}
+
+/// The name column as `run` shows it: `{name:>width} | `, shortened like the server's,
+/// in the colour of the `index`-th name of the run (`None`: the supervisor, in bold) when
+/// `paint`.
+pub fn prefix(name: &str, index: Option<usize>, width: usize, paint: bool) -> String {
+    let prefix = batch::Prefix::new(name, index, width.min(names::WIDTH_CAP), paint);
+    String::from_utf8_lossy(prefix.terminal()).into_owned()
+}
+
+/// Whether output to a terminal (`is_tty`) is coloured under `choice` and `NO_COLOR`.
+pub fn color_enabled(choice: ColorChoice, is_tty: bool) -> bool {
+    color::enabled(choice, is_tty, color::no_color_env())
+}
+
 /// The name under which the supervisor's own messages appear.
 pub const SUPERVISOR: &str = "procman";
 

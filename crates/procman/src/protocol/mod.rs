@@ -14,8 +14,16 @@ use serde_json::Value;
 pub use name::{InvalidName, MAX_NAME, ProcessName, SUPERVISOR_NAME};
 pub use state::{Exit, ProcessState, ProcessStatus, StopReason, Timestamp, signal_name};
 
-/// Longest accepted line, newline excluded.
+/// Longest accepted request line, newline excluded.
 pub const MAX_LINE: usize = 64 * 1024;
+
+/// Longest reply line the server sends, newline excluded: an output line (at most
+/// [`MAX_LINE`] bytes of text) fits even when every byte needs a JSON escape, and the
+/// tail answering a `logs` request is split into `logs` replies of at most this size.
+pub const MAX_REPLY: usize = 1024 * 1024;
+
+/// Lines a `logs` request asks for when it does not say.
+pub const DEFAULT_LOG_LINES: usize = 100;
 
 /// Protocol version recorded in the discovery file; bumped on incompatible changes.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -29,6 +37,7 @@ pub const KNOWN_TYPES: &[&str] = &[
     "stop_process",
     "restart_process",
     "subscribe",
+    "logs",
 ];
 
 /// One request from a client.
@@ -64,7 +73,62 @@ pub enum Message {
     /// Follow the process table: answered with a [`Reply::Status`] snapshot, then one
     /// [`Reply::Event`] per state change, for as long as the connection stays open;
     /// socket only.
-    Subscribe,
+    Subscribe {
+        /// Also stream every output line from now on, as [`Reply::Log`] (and
+        /// [`Reply::LogGap`] where this client fell behind).
+        #[serde(
+            default,
+            deserialize_with = "null_as_default",
+            skip_serializing_if = "is_false"
+        )]
+        logs: bool,
+    },
+    /// The kept output tail: answered with [`Reply::Logs`] (oldest first, possibly split
+    /// into several replies), then, with `follow`, one [`Reply::Log`] per new line until
+    /// the connection closes; socket only.
+    Logs(LogsRequest),
+}
+
+/// A `logs` request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogsRequest {
+    /// Processes, group names (every instance) or `procman` (the supervisor's lines);
+    /// empty for everyone. Not [`ProcessName`]s, since `procman` is allowed here.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub names: Vec<String>,
+    /// At most this many of the newest kept lines, of all the named processes together.
+    #[serde(default = "default_log_lines")]
+    pub lines: usize,
+    /// No line read before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
+    /// Keep streaming new lines after the tail.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_false"
+    )]
+    pub follow: bool,
+}
+
+fn default_log_lines() -> usize {
+    DEFAULT_LOG_LINES
+}
+
+/// One output line on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Whose line it is: a process, or `procman` for the supervisor's own lines.
+    pub name: String,
+    /// When the server read it.
+    pub time: Timestamp,
+    /// The line without its line ending, escape sequences included; bytes that are not
+    /// UTF-8 are replaced by U+FFFD.
+    pub line: String,
 }
 
 /// A `run` message. Unknown fields are ignored, as procman 0.12 does, so that newer
@@ -121,6 +185,22 @@ pub enum Reply {
     Event {
         /// The process's row after the change.
         process: ProcessStatus,
+    },
+    /// One output line, streamed to a `subscribe` with `logs` or a `logs` with `follow`.
+    Log(LogLine),
+    /// The kept tail answering a `logs` request, oldest first. A tail larger than
+    /// [`MAX_REPLY`] comes as several replies; all but the last have `more`.
+    Logs {
+        /// The lines, oldest first.
+        lines: Vec<LogLine>,
+        /// Another `logs` reply follows with the rest of the tail.
+        #[serde(default, skip_serializing_if = "is_false")]
+        more: bool,
+    },
+    /// This client read too slowly and `missed` output lines were skipped here.
+    LogGap {
+        /// Lines skipped (of every process; fewer of the named ones may be among them).
+        missed: u64,
     },
     /// The request was refused or failed.
     Error {
@@ -219,7 +299,13 @@ fn validate(message: &Message) -> Result<(), String> {
         }
         Message::StopProcess { name } => check_name("stop_process", name),
         Message::RestartProcess { name } => check_name("restart_process", name),
-        Message::Shutdown { .. } | Message::Status | Message::Ready | Message::Subscribe => Ok(()),
+        Message::Logs(logs) => logs
+            .names
+            .iter()
+            .try_for_each(|name| check_name("logs", name)),
+        Message::Shutdown { .. } | Message::Status | Message::Ready | Message::Subscribe { .. } => {
+            Ok(())
+        }
     }
 }
 
@@ -317,7 +403,14 @@ mod tests {
         );
         for m in [
             Message::Status,
-            Message::Subscribe,
+            Message::Subscribe { logs: false },
+            Message::Subscribe { logs: true },
+            Message::Logs(LogsRequest {
+                names: vec!["web".into(), "procman".into()],
+                lines: 5,
+                since: Some(Timestamp(1_700_000_000_000)),
+                follow: true,
+            }),
             Message::StopProcess { name: "web".into() },
             Message::RestartProcess { name: "web".into() },
             shutdown,
@@ -340,6 +433,50 @@ mod tests {
             }],
         };
         assert_eq!(parse_reply(encode_reply(&reply).as_bytes()).unwrap(), reply);
+    }
+
+    #[test]
+    fn output_stream_defaults_and_wire_shapes() {
+        assert_eq!(
+            parse_line(br#"{"type":"subscribe"}"#).unwrap(),
+            Message::Subscribe { logs: false }
+        );
+        assert_eq!(
+            encode(&Message::Subscribe { logs: false }),
+            "{\"type\":\"subscribe\"}\n"
+        );
+        assert_eq!(
+            parse_line(br#"{"type":"logs"}"#).unwrap(),
+            Message::Logs(LogsRequest {
+                names: Vec::new(),
+                lines: DEFAULT_LOG_LINES,
+                since: None,
+                follow: false
+            })
+        );
+        let e = err(r#"{"type":"logs","names":["a\u001b[2J"]}"#);
+        assert!(e.contains("control characters"), "{e}");
+        let e = err(r#"{"type":"logs","lines":-1}"#);
+        assert!(e.contains("invalid `logs` message"), "{e}");
+        let log = Reply::Log(LogLine {
+            name: "web".into(),
+            time: Timestamp(1_764_370_000_512),
+            line: "GET / 200".into(),
+        });
+        assert_eq!(
+            encode_reply(&log),
+            "{\"type\":\"log\",\"name\":\"web\",\"time\":1764370000512,\"line\":\"GET / 200\"}\n"
+        );
+        let gap = Reply::LogGap { missed: 5 };
+        assert_eq!(encode_reply(&gap), "{\"type\":\"log_gap\",\"missed\":5}\n");
+        let logs = Reply::Logs {
+            lines: Vec::new(),
+            more: false,
+        };
+        assert_eq!(encode_reply(&logs), "{\"type\":\"logs\",\"lines\":[]}\n");
+        for reply in [log, gap, logs] {
+            assert_eq!(parse_reply(encode_reply(&reply).as_bytes()).unwrap(), reply);
+        }
     }
 
     #[test]

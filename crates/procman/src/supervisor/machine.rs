@@ -1074,8 +1074,9 @@ impl Machine {
                 },
             ),
             Message::Ready => self.ready_waiters.push(id),
-            // The runner keeps subscriptions; it never hands one to the machine.
-            Message::Subscribe => self.answer(
+            // The runner keeps subscriptions and output streams; it never hands one to
+            // the machine.
+            Message::Subscribe { .. } | Message::Logs(_) => self.answer(
                 id,
                 Reply::Error {
                     message: "subscriptions are not handled here".into(),

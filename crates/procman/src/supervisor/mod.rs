@@ -17,6 +17,7 @@ mod child;
 pub mod containment;
 pub mod lifeline;
 mod listening;
+mod logs;
 pub mod machine;
 mod tasks;
 
@@ -261,7 +262,12 @@ impl Runner {
                 None
             }
             Input::GuardianExited => None,
-            Input::Control(incoming) if matches!(incoming.request, Ok(Message::Subscribe)) => {
+            Input::Control(incoming)
+                if matches!(
+                    incoming.request,
+                    Ok(Message::Subscribe { .. } | Message::Logs(_))
+                ) =>
+            {
                 self.subscribe(incoming);
                 None
             }
@@ -386,20 +392,33 @@ impl Runner {
         finish
     }
 
-    /// Answers a subscription with the table, then keeps its connection for changes.
+    /// Answers a subscription with the table, then keeps its connection for changes (and
+    /// output lines with `logs`); answers a `logs` request with the output tail.
     fn subscribe(&mut self, incoming: Incoming) {
+        let request = incoming.request.clone();
         let Some(stream) = incoming.into_stream() else {
             self.output
-                .procman("ignored a subscribe message on the FIFO: subscriptions need the socket");
+                .procman("ignored a subscribe or logs message on the FIFO: they need the socket");
             return;
         };
-        let snapshot = Reply::Status {
-            pid: std::process::id(),
-            config: self.config.path.display().to_string(),
-            processes: self.machine.statuses(),
-        };
-        if stream.send(snapshot) {
-            self.subscribers.push(stream);
+        match request {
+            Ok(Message::Logs(request)) => {
+                logs::answer(&self.output, &request, &self.machine.statuses(), stream);
+            }
+            Ok(Message::Subscribe { logs }) => {
+                let snapshot = Reply::Status {
+                    pid: std::process::id(),
+                    config: self.config.path.display().to_string(),
+                    processes: self.machine.statuses(),
+                };
+                if stream.send(snapshot) {
+                    if logs {
+                        logs::subscribe(&self.output, &stream);
+                    }
+                    self.subscribers.push(stream);
+                }
+            }
+            _ => {}
         }
     }
 

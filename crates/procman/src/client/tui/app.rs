@@ -7,7 +7,7 @@ use super::connection::{FromServer, LogLine};
 use super::keys::Command;
 use super::pane::{Geometry, Logs, MERGED_BYTES, MERGED_LINES, Search, Tail, Viewport};
 use crate::control::ClientError;
-use crate::protocol::{Message, ProcessState, ProcessStatus, Reply, SUPERVISOR_NAME};
+use crate::protocol::{Message, ProcessState, ProcessStatus, Reply, SUPERVISOR_NAME, Timestamp};
 
 /// Widest name prefix of the merged view.
 const MAX_PREFIX_NAME: usize = 16;
@@ -181,6 +181,14 @@ impl App {
                 }
             }
             FromServer::Reply(Reply::Error { message }) => self.tell(message, true),
+            FromServer::Reply(Reply::LogGap { missed }) => {
+                // Where the lines are missing, in the pane itself.
+                self.on_server(FromServer::Log(LogLine {
+                    name: SUPERVISOR_NAME.into(),
+                    time: Timestamp::now(),
+                    line: format!("… {missed} output lines skipped: this view fell behind"),
+                }));
+            }
             FromServer::Reply(_) => {}
             FromServer::Log(line) => match &mut self.early {
                 Some(early) => {

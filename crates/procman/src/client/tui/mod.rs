@@ -26,13 +26,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use self::app::{Action, App};
-use self::connection::{FromServer, Stream};
+use self::connection::FromServer;
 use self::terminal::TerminalGuard;
 use super::attach::{AttachOptions, ensure_server};
 use super::{ClientReference, warn_on_version_skew};
-use crate::control::{self, RuntimePaths, ServerInfo};
+use crate::control::{self, RuntimePaths, ServerInfo, Stream};
 use crate::duration::format_timeout;
-use crate::protocol::{PROTOCOL_VERSION, Reply, Timestamp};
+use crate::protocol::{LogsRequest, Message, PROTOCOL_VERSION, Reply, Timestamp};
 
 /// Shortest time between two frames while output pours in.
 const FRAME: Duration = Duration::from_millis(33);
@@ -356,13 +356,14 @@ async fn exited(server: &mut Option<ServerWatch>) {
 /// Subscribes (with output lines) and forwards what arrives; once the table snapshot is
 /// in, fetches the kept output tail on a second connection.
 async fn subscribe(paths: RuntimePaths, tx: mpsc::Sender<Incoming>) {
-    let request = serde_json::json!({"type": "subscribe", "logs": true});
+    let request = Message::Subscribe { logs: true };
     let mut snapshot = false;
     let error = match Stream::open(&paths, &request).await {
         Err(e) => Some(e),
         Ok(mut stream) => loop {
             match stream.next().await {
-                Ok(Some(message)) => {
+                Ok(Some(reply)) => {
+                    let message = FromServer::from(reply);
                     let first =
                         !snapshot && matches!(message, FromServer::Reply(Reply::Status { .. }));
                     if tx.send(Incoming::Server(message)).await.is_err() {
@@ -381,18 +382,28 @@ async fn subscribe(paths: RuntimePaths, tx: mpsc::Sender<Incoming>) {
     let _ = tx.send(Incoming::Closed { error, snapshot }).await;
 }
 
-/// The server's kept output (oldest first); an empty tail if it has none to give.
+/// The server's kept output (oldest first, from as many `logs` replies as it takes); an
+/// empty tail if it has none to give.
 async fn fetch_tail(paths: RuntimePaths, tx: mpsc::Sender<Incoming>) {
-    let request = serde_json::json!({
-        "type": "logs",
-        "lines": pane::MERGED_LINES,
-        "follow": false,
+    let request = Message::Logs(LogsRequest {
+        names: Vec::new(),
+        lines: pane::MERGED_LINES,
+        since: None,
+        follow: false,
     });
     let fetch = async {
         let mut stream = Stream::open(&paths, &request).await.ok()?;
-        match stream.next().await.ok()?? {
-            FromServer::Logs(lines) => Some(lines),
-            _ => None,
+        let mut kept = Vec::new();
+        loop {
+            match stream.next().await.ok()?? {
+                Reply::Logs { lines, more } => {
+                    kept.extend(lines);
+                    if !more {
+                        return Some(kept);
+                    }
+                }
+                _ => return None,
+            }
         }
     };
     let lines = tokio::time::timeout(Duration::from_secs(10), fetch)

@@ -17,7 +17,8 @@ use marked_yaml::{Node, Span};
 
 use super::draft::{Ctx, Draft};
 use super::model::*;
-pub(super) use fields::{is_env_name, suggest};
+pub(super) use fields::is_env_name;
+pub(crate) use fields::suggest;
 pub(super) use process::process_name;
 pub(super) use yaml::within;
 use yaml::{load_yaml, loc};
