@@ -308,6 +308,12 @@ impl Output {
         self.inner.shared.feed.subscribe()
     }
 
+    /// The `seq` that every line given from now on will at least have: a process whose
+    /// output is captured after this call prints only lines at or above it.
+    pub fn next_seq(&self) -> u64 {
+        lock(&self.inner.shared.tails).next_seq()
+    }
+
     /// The log directory, if logging to files.
     pub fn log_dir(&self) -> Option<&Path> {
         self.inner.log_path.as_deref()
