@@ -19,6 +19,7 @@ pub mod lifeline;
 mod listening;
 mod logs;
 pub mod machine;
+mod output_files;
 mod tasks;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -40,6 +41,7 @@ use child::{Child, Launch};
 pub use containment::Containment;
 use containment::{Unit, Watcher};
 pub use lifeline::Lifeline;
+use output_files::OutputFiles;
 use listening::Listener;
 pub use listening::Listening;
 use machine::{Effect, Event, Machine, Now, RequestId, Sig};
@@ -110,8 +112,6 @@ pub async fn run(
     let groups = Arc::new(groups(&config));
     let config = Arc::new(config);
     for spec in &config.processes {
-        // Stale outputs of a previous run must not satisfy this run's templates.
-        let _ = std::fs::remove_file(output_file(&options.log_dir, &spec.name));
         let _ = output.register(&spec.name);
     }
     let machine = Machine::new(
@@ -123,7 +123,6 @@ pub async fn run(
     let mut runner = Runner {
         machine,
         config,
-        options,
         output,
         containment,
         watcher: None,
@@ -138,6 +137,7 @@ pub async fn run(
         pending: HashMap::new(),
         next_request: 0,
         board,
+        output_files: OutputFiles::new(&options.log_dir),
         runs,
         groups,
         status_line: None,
@@ -150,7 +150,6 @@ pub async fn run(
 struct Runner {
     machine: Machine,
     config: Arc<Config>,
-    options: Options,
     output: Output,
     containment: Containment,
     /// Wakes the runner when a watched `cgroup.events` changes (cgroup mode).
@@ -172,6 +171,8 @@ struct Runner {
     next_request: RequestId,
     /// Final exits, for `process_exited` dependencies.
     board: watch::Sender<BTreeMap<String, ExitState>>,
+    /// `$PROCMAN_OUTPUT` files, for `${{ name.KEY }}` templates.
+    output_files: OutputFiles,
     /// Each process's current run, for `output_matches` dependencies.
     runs: watch::Sender<BTreeMap<String, Run>>,
     /// The instances of each group, for `output_matches` on a group.
@@ -477,6 +478,7 @@ impl Runner {
                 };
             }
         };
+        self.output_files.prepare(name, &self.output);
         let spawned = self.prepare(&spec, env).and_then(|(script, env)| {
             let launch = Launch {
                 script: &script,
@@ -567,7 +569,8 @@ impl Runner {
         extra_env: BTreeMap<String, String>,
     ) -> Result<(String, BTreeMap<String, String>), String> {
         let lookup = |process: &str, key: &str| {
-            std::fs::read_to_string(output_file(&self.options.log_dir, process))
+            let file = self.output_files.path(process)?;
+            std::fs::read_to_string(file)
                 .ok()
                 .and_then(|text| template::parse_output_file(&text).remove(key))
         };
@@ -582,12 +585,11 @@ impl Runner {
             containment::INSTANCE_ENV.into(),
             self.containment.instance().to_owned(),
         );
-        env.insert(
-            "PROCMAN_OUTPUT".into(),
-            output_file(&self.options.log_dir, &spec.name)
-                .to_string_lossy()
-                .into_owned(),
-        );
+        match self.output_files.path(&spec.name) {
+            Some(file) => env.insert("PROCMAN_OUTPUT".into(), file.to_string_lossy().into()),
+            // Not an inherited one either: it is no file of this run.
+            None => env.remove("PROCMAN_OUTPUT"),
+        };
         let (script, values) = template::resolve_script(&spec.run, lookup)?;
         env.extend(values);
         Ok((script, env))
@@ -813,6 +815,7 @@ impl Runner {
             ));
         }
         self.reap_orphans();
+        self.output_files.keep(&self.output);
         self.output.procman(&format!("exiting with code {code}"));
         let _ = self.output.flush();
     }
@@ -835,10 +838,4 @@ fn groups(config: &Config) -> BTreeMap<String, Vec<String>> {
 /// The inode of a pipe, as `/proc/PID/fd` links name it (`pipe:[INODE]`).
 fn pipe_inode(pipe: &OwnedFd) -> u64 {
     rustix::fs::fstat(pipe).map_or(0, |st| st.st_ino)
-}
-
-/// Where a process's `$PROCMAN_OUTPUT` file is.
-fn output_file(log_dir: &std::path::Path, name: &str) -> PathBuf {
-    let dir = std::path::absolute(log_dir).unwrap_or_else(|_| log_dir.to_path_buf());
-    dir.join(format!("{name}.output"))
 }
