@@ -340,7 +340,9 @@ fn attach_says_why_the_server_it_started_stopped() {
 
 #[test]
 fn attach_shows_only_the_new_servers_output_when_it_fails() {
-    let sb = Sandbox::new("web:\n  run: exit 3\napi:\n  depends:\n    - path: never.flag\n  run: sleep 1000\n");
+    let sb = Sandbox::new(
+        "web:\n  run: exit 3\napi:\n  depends:\n    - path: never.flag\n  run: sleep 1000\n",
+    );
     let run = sb.file("run");
     std::fs::create_dir(&run).unwrap();
     std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();

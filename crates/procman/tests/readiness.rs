@@ -90,7 +90,10 @@ api:
     ));
     let (status, out, err) = sb.run(&[], T);
     assert_eq!(status.code(), Some(1), "stdout:\n{out}\nstderr:\n{err}");
-    assert!(out.contains("shutting down: web exited with code 1"), "{out}");
+    assert!(
+        out.contains("shutting down: web exited with code 1"),
+        "{out}"
+    );
     assert!(!out.contains("api runs"), "{out}");
     assert!(!out.contains("timed out"), "{out}");
     assert!(processes_matching(&m).is_empty());
@@ -145,7 +148,10 @@ api:
     );
     let (status, out, err) = sb.run(&[], T);
     assert_eq!(status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
-    assert!(pos(&out, "db | ready now") < pos(&out, "api | api runs"), "{out}");
+    assert!(
+        pos(&out, "db | ready now") < pos(&out, "api | api runs"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -201,10 +207,7 @@ api:
 #[test]
 fn procman_wait_refuses_output_matches_with_a_reason() {
     let sb = Sandbox::new("db:\n  run: echo ready\n");
-    let (status, out, err) = sb.run(
-        &["wait", "--output-matches", "ready", "--process", "db"],
-        T,
-    );
+    let (status, out, err) = sb.run(&["wait", "--output-matches", "ready", "--process", "db"], T);
     // Refused like any invalid invocation (exit 2), without waiting.
     assert_eq!(status.code(), Some(2), "stdout:\n{out}\nstderr:\n{err}");
     assert!(err.contains("needs a running stack"), "{err}");

@@ -75,9 +75,7 @@ use:
 
 #[test]
 fn a_users_file_named_like_an_output_file_is_left_alone() {
-    let sb = Sandbox::new(
-        "web:\n  run: echo \"output=[${PROCMAN_OUTPUT:-none}]\"\n  once: true\n",
-    );
+    let sb = Sandbox::new("web:\n  run: echo \"output=[${PROCMAN_OUTPUT:-none}]\"\n  once: true\n");
     let logs = sb.file("procman-logs");
     std::fs::create_dir(&logs).unwrap();
     std::fs::write(logs.join("web.output"), "KEY=mine\n").unwrap();
@@ -110,7 +108,10 @@ fn output_files_of_the_last_run_move_aside_and_never_satisfy_templates() {
     assert_eq!(status.code(), Some(0), "{out}");
     assert!(!out.contains("already exists"), "{out}");
     let previous = sb.file("procman-logs/previous/setup.output");
-    assert_eq!(std::fs::read_to_string(&previous).unwrap(), "GREETING=one\n");
+    assert_eq!(
+        std::fs::read_to_string(&previous).unwrap(),
+        "GREETING=one\n"
+    );
 
     std::fs::write(
         sb.file("procman.yaml"),
@@ -120,7 +121,10 @@ fn output_files_of_the_last_run_move_aside_and_never_satisfy_templates() {
     let (status, out, _) = sb.run(&[], T);
     assert_ne!(status.code(), Some(0), "{out}");
     assert!(!out.contains("got one"), "{out}");
-    assert_eq!(std::fs::read_to_string(&previous).unwrap(), "GREETING=one\n");
+    assert_eq!(
+        std::fs::read_to_string(&previous).unwrap(),
+        "GREETING=one\n"
+    );
     assert_eq!(
         std::fs::read_to_string(sb.file("procman-logs/setup.output")).unwrap(),
         ""

@@ -195,8 +195,7 @@ async fn spawn_server(
 /// output's last lines. Waits (in the kernel, on its pidfd, at most until `deadline`)
 /// for it to finish leaving, so that its last lines are written.
 fn server_failed(server: &ServerInfo, log: Option<&ServerLog>, deadline: Instant) -> anyhow::Error {
-    if let Some(process) = procref::process::Process::open_verified(server.pid, server.start_time)
-    {
+    if let Some(process) = procref::process::Process::open_verified(server.pid, server.start_time) {
         let left = deadline.saturating_duration_since(Instant::now());
         tokio::task::block_in_place(|| process.wait_exit(Some(left)));
     }

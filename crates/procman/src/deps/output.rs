@@ -212,25 +212,26 @@ impl State {
     /// Why the wait fails: a pending target ended for good.
     fn ended(&self) -> Option<String> {
         let runs = self.source.runs.borrow();
-        self.pending.iter().find_map(|target| match runs.get(target) {
-            Some(Run {
-                state: RunState::Ended { how },
-                ..
-            }) => Some(format!(
-                "`{target}` {how} before printing a line matching `{}`",
-                self.regex
-            )),
-            _ => None,
-        })
+        self.pending
+            .iter()
+            .find_map(|target| match runs.get(target) {
+                Some(Run {
+                    state: RunState::Ended { how },
+                    ..
+                }) => Some(format!(
+                    "`{target}` {how} before printing a line matching `{}`",
+                    self.regex
+                )),
+                _ => None,
+            })
     }
 }
 
 /// Whether a line `seq` of `name` belongs to its current run: a running one, or the last
 /// one once it ended for good.
 fn counts(runs: &BTreeMap<String, Run>, name: &str, seq: u64) -> bool {
-    runs.get(name).is_some_and(|run| {
-        seq >= run.first_seq && !matches!(run.state, RunState::Exited { .. })
-    })
+    runs.get(name)
+        .is_some_and(|run| seq >= run.first_seq && !matches!(run.state, RunState::Exited { .. }))
 }
 
 /// Whether a tail is at its bounds, so older lines may have been dropped (a line is at

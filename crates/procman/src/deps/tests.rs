@@ -848,7 +848,13 @@ mod output_matches {
         started(&source, &runs, "db");
         source.output.line("db", b"ready");
         source.output.flush().unwrap();
-        set(&runs, "db", RunState::Exited { how: "exited with code 1".into() });
+        set(
+            &runs,
+            "db",
+            RunState::Exited {
+                how: "exited with code 1".into(),
+            },
+        );
         assert_eq!(check_now(&source, "db", &ready()), None);
         started(&source, &runs, "db");
         let mut matcher = Matcher::start(&source, "db", &ready());
@@ -865,8 +871,20 @@ mod output_matches {
         let mut matcher = Matcher::start(&source, "db", &ready());
         source.output.line("db", b"almost ready");
         source.output.flush().unwrap();
-        set(&runs, "db", RunState::Exited { how: "exited with code 3".into() });
-        set(&runs, "db", RunState::Ended { how: "exited with code 3".into() });
+        set(
+            &runs,
+            "db",
+            RunState::Exited {
+                how: "exited with code 3".into(),
+            },
+        );
+        set(
+            &runs,
+            "db",
+            RunState::Ended {
+                how: "exited with code 3".into(),
+            },
+        );
         assert_eq!(
             outcome(&mut matcher).await,
             Err("`db` exited with code 3 before printing a line matching `^ready$`".into())
@@ -879,7 +897,13 @@ mod output_matches {
         started(&source, &runs, "setup");
         source.output.line("setup", b"\x1b[32mready\x1b[0m");
         source.output.flush().unwrap();
-        set(&runs, "setup", RunState::Ended { how: "exited with code 0".into() });
+        set(
+            &runs,
+            "setup",
+            RunState::Ended {
+                how: "exited with code 0".into(),
+            },
+        );
         assert_eq!(check_now(&source, "setup", &ready()), Some(Ok(())));
     }
 }

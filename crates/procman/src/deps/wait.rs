@@ -60,9 +60,7 @@ pub async fn wait_for_all(
                     source: outputs,
                     matcher: matchers[index].as_mut(),
                 };
-                waiting
-                    .wait(process, regex, &dependency, report)
-                    .await
+                waiting.wait(process, regex, &dependency, report).await
             }
             _ => poll(dep, &exits, &dependency, report).await,
         };

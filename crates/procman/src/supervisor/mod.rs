@@ -41,10 +41,10 @@ use child::{Child, Launch};
 pub use containment::Containment;
 use containment::{Unit, Watcher};
 pub use lifeline::Lifeline;
-use output_files::OutputFiles;
 use listening::Listener;
 pub use listening::Listening;
 use machine::{Effect, Event, Machine, Now, RequestId, Sig};
+use output_files::OutputFiles;
 
 /// How the supervisor runs.
 #[derive(Debug, Clone)]

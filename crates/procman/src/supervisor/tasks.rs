@@ -38,7 +38,8 @@ pub(super) fn wait_for_dependencies(
                 "{name}: dependency satisfied: {dependency} ({remaining} remaining)"
             )),
         };
-        let event = match deps::wait_for_all(&name, &depends, board, Some(&outputs), &report).await {
+        let event = match deps::wait_for_all(&name, &depends, board, Some(&outputs), &report).await
+        {
             Ok(env) => Event::DependenciesMet {
                 name: name.clone(),
                 env,
