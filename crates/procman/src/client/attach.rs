@@ -254,10 +254,11 @@ async fn wait_ready(
     let left = deadline.saturating_duration_since(Instant::now());
     match control::request(paths, &Message::Ready, left).await {
         Ok(Reply::Ok { .. }) => return Ok(()),
-        // "shutting down", or no answer from a server that stopped being discoverable.
+        // The only error a ready request gets: "the server is shutting down".
         Ok(Reply::Error { .. }) => return Err(server_failed(server, log, deadline)),
         Ok(other) => bail!("unexpected reply from the server: {other:?}"),
         Err(control::ClientError::Timeout { .. }) => {}
+        // No answer from a server that stopped being discoverable: it is leaving.
         Err(_) if !is_discoverable(paths) => return Err(server_failed(server, log, deadline)),
         Err(e) => return Err(e.into()),
     }

@@ -42,7 +42,7 @@ pub enum RunState {
         /// How it ended, as a phrase after the name.
         how: String,
     },
-    /// It ended for good; `how` says how (`exited with code 1`, `never started`).
+    /// It ended for good; `how` says how (`exited with code 1`, `failed to start`).
     Ended {
         /// How it ended, as a phrase after the name.
         how: String,

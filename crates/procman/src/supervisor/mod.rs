@@ -20,6 +20,7 @@ mod listening;
 mod logs;
 pub mod machine;
 mod output_files;
+mod runs;
 mod tasks;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -33,7 +34,7 @@ use tokio::task::AbortHandle;
 
 use crate::config::{Config, ProcessSpec, template};
 use crate::control::{Incoming, ReplyStream};
-use crate::deps::{ExitState, OutputSource, Run, RunState};
+use crate::deps::ExitState;
 use crate::output::Output;
 use crate::protocol::{Exit, Message, ProcessName, Reply};
 pub use child::Shell;
@@ -45,6 +46,7 @@ use listening::Listener;
 pub use listening::Listening;
 use machine::{Effect, Event, Machine, Now, RequestId, Sig};
 use output_files::OutputFiles;
+use runs::Runs;
 
 /// How the supervisor runs.
 #[derive(Debug, Clone)]
@@ -104,12 +106,11 @@ pub async fn run(
 ) -> i32 {
     let (inputs, inbox) = mpsc::unbounded_channel();
     let (board, _) = watch::channel(BTreeMap::new());
-    let (runs, _) = watch::channel(BTreeMap::new());
     let mut base_env: BTreeMap<String, String> = std::env::vars().collect();
     base_env.extend(config.file_env.clone());
     base_env.extend(options.extra_env.clone());
     let serve = listening.serve.is_some();
-    let groups = Arc::new(groups(&config));
+    let runs = Runs::new(&config);
     let config = Arc::new(config);
     for spec in &config.processes {
         let _ = output.register(&spec.name);
@@ -139,7 +140,6 @@ pub async fn run(
         board,
         output_files: OutputFiles::new(&options.log_dir),
         runs,
-        groups,
         status_line: None,
         listener: None,
         subscribers: Vec::new(),
@@ -174,9 +174,7 @@ struct Runner {
     /// `$PROCMAN_OUTPUT` files, for `${{ name.KEY }}` templates.
     output_files: OutputFiles,
     /// Each process's current run, for `output_matches` dependencies.
-    runs: watch::Sender<BTreeMap<String, Run>>,
-    /// The instances of each group, for `output_matches` on a group.
-    groups: Arc<BTreeMap<String, Vec<String>>>,
+    runs: Runs,
     /// What the terminal's status line shows.
     status_line: Option<String>,
     listener: Option<Listener>,
@@ -245,12 +243,7 @@ impl Runner {
                 let child = self.children.get_mut(&name).filter(|c| c.pid() == pid)?;
                 let status = child.try_reap()?;
                 self.children.remove(&name);
-                let how = Exit::from_status(status).to_string();
-                self.runs.send_modify(|runs| {
-                    if let Some(run) = runs.get_mut(name.as_str()) {
-                        run.state = RunState::Exited { how };
-                    }
-                });
+                self.runs.exited(&name, Exit::from_status(status));
                 // The leader may have hidden exited orphans from the reaper.
                 self.reap_orphans();
                 let group_alive = self.leader_gone(pid, drained);
@@ -317,15 +310,10 @@ impl Runner {
                 Effect::Log(line) => self.output.procman(&line),
                 Effect::WaitForDependencies(name) => {
                     if let Some(spec) = self.machine.spec(&name) {
-                        let outputs = OutputSource {
-                            output: self.output.clone(),
-                            runs: self.runs.subscribe(),
-                            groups: Arc::clone(&self.groups),
-                        };
                         let task = tasks::wait_for_dependencies(
                             spec,
                             self.board.subscribe(),
-                            outputs,
+                            self.runs.source(&self.output),
                             self.inputs.clone(),
                         );
                         self.tasks.entry(name).or_default().push(task);
@@ -384,9 +372,7 @@ impl Runner {
                     }
                 }
                 Effect::PublishExit { name, state } => {
-                    if self.machine.spec(&name).is_some() {
-                        self.run_ended(&name, state);
-                    }
+                    self.runs.ended(&name, state, &self.output);
                     self.board.send_modify(|board| {
                         // A group that already failed stays failed.
                         if !matches!(board.get(&name), Some(ExitState::Failed { .. })) {
@@ -515,12 +501,7 @@ impl Runner {
                 leader_gone: false,
             },
         );
-        // Before the capture: every line of this run comes after `first_seq`.
-        let first_seq = self.output.next_seq();
-        self.runs.send_modify(|runs| {
-            let state = RunState::Running;
-            runs.insert(name.to_string(), Run { first_seq, state });
-        });
+        self.runs.started(name, &self.output);
         let capture = self.output.capture(name, pipe);
         let exited = child.exit_signal();
         let inputs = self.inputs.clone();
@@ -543,23 +524,6 @@ impl Runner {
             name: name.clone(),
             pid,
         }
-    }
-
-    /// `name` ended for good: its current run, if it had one, is its last.
-    fn run_ended(&self, name: &str, state: ExitState) {
-        let first_seq = self.output.next_seq();
-        self.runs.send_modify(|runs| {
-            let run = runs.entry(name.to_owned()).or_insert(Run {
-                first_seq,
-                state: RunState::Running,
-            });
-            let how = match (&run.state, state) {
-                (RunState::Exited { how } | RunState::Ended { how }, _) => how.clone(),
-                (RunState::Running, ExitState::Succeeded) => "exited with code 0".to_owned(),
-                (RunState::Running, ExitState::Failed { .. }) => "failed to start".to_owned(),
-            };
-            run.state = RunState::Ended { how };
-        });
     }
 
     /// The script and environment of a process, with templates resolved.
@@ -819,20 +783,6 @@ impl Runner {
         self.output.procman(&format!("exiting with code {code}"));
         let _ = self.output.flush();
     }
-}
-
-/// The instances of each `for_each`/`replicas` group, by group name.
-fn groups(config: &Config) -> BTreeMap<String, Vec<String>> {
-    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for spec in &config.processes {
-        if let Some(group) = &spec.group {
-            groups
-                .entry(group.to_string())
-                .or_default()
-                .push(spec.name.to_string());
-        }
-    }
-    groups
 }
 
 /// The inode of a pipe, as `/proc/PID/fd` links name it (`pipe:[INODE]`).
