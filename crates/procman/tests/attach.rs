@@ -359,3 +359,20 @@ fn attach_shows_only_the_new_servers_output_when_it_fails() {
     assert!(err.contains("web exited with code 3"), "{err}");
     assert!(!err.contains("from an earlier server"), "{err}");
 }
+
+#[test]
+fn serve_in_the_foreground_shows_why_it_stopped() {
+    let sb = Sandbox::new("web:\n  run: echo \"Port 5055 is in use\" >&2; exit 1\n");
+    std::fs::create_dir(sb.file("run")).unwrap();
+    let mut cmd = sb.command(&["serve"]);
+    cmd.env("PROCMAN_RUNTIME_DIR", sb.file("run"));
+    let mut server = Running::start(cmd);
+    let status = server.wait(T);
+    let out = server.stdout_text();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("web | Port 5055 is in use"), "{out}");
+    assert!(
+        out.contains("shutting down: web exited with code 1"),
+        "{out}"
+    );
+}
