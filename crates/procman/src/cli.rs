@@ -198,6 +198,13 @@ struct WaitArgs {
     /// No process command line matches PATTERN (as `pgrep -f`).
     #[arg(long, group = "condition", value_name = "PATTERN")]
     not_running: Option<String>,
+    /// Accepted only to be refused clearly: a process's output exists inside a running
+    /// stack, which `procman wait` is not.
+    #[arg(long, group = "condition", value_name = "REGEX", hide = true)]
+    output_matches: Option<String>,
+    /// The process whose output --output-matches means.
+    #[arg(long, requires = "output_matches", hide = true)]
+    process: Option<String>,
     /// Time between checks.
     #[arg(long, value_name = "DUR", default_value = "1s")]
     poll_interval: String,
@@ -235,6 +242,8 @@ impl WaitArgs {
             ("not_listening", text(address))
         } else if let Some(path) = self.not_exists {
             ("not_exists", text(path))
+        } else if let Some(regex) = self.output_matches {
+            ("output_matches", text(regex))
         } else {
             ("not_running", text(self.not_running.unwrap_or_default()))
         };
@@ -249,6 +258,9 @@ impl WaitArgs {
         });
         if kind == "url" {
             dependency["code"] = json!(self.code);
+        }
+        if kind == "output_matches" {
+            dependency["process"] = json!(self.process.unwrap_or_default());
         }
         client::WaitRequest {
             dependency,

@@ -303,3 +303,76 @@ fn attach_runs_the_command_only_once_dependencies_have_held() {
         .count()
         == 0));
 }
+
+#[test]
+fn attach_says_why_the_server_it_started_stopped() {
+    let marker = common::unique_sleep();
+    // `api` waits for a file that never comes, so the server cannot be ready before `web`
+    // has failed: the failure, not readiness, decides.
+    let sb = Sandbox::new(&format!(
+        "web:\n  run: echo \"Port 5055 is in use\" >&2; exit 1\napi:\n  depends:\n    - path: never.flag\n      timeout_seconds: 600\n  run: exec sleep {marker}\n"
+    ));
+    std::fs::create_dir(sb.file("run")).unwrap();
+    std::fs::set_permissions(
+        sb.file("run"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let mut cmd = sb.command(&["attach", "--", "echo", "the command ran"]);
+    cmd.env("PROCMAN_RUNTIME_DIR", sb.file("run"));
+    let mut client = Running::start(cmd);
+    let status = client.wait(T);
+    let (out, err) = (client.stdout_text(), client.stderr_text());
+    assert_eq!(status.code(), Some(2), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(!out.contains("the command ran"), "{out}");
+    assert!(
+        err.contains("stopped before its processes were ready: web exited with code 1"),
+        "{err}"
+    );
+    assert!(err.contains("web | Port 5055 is in use"), "{err}");
+    assert!(!err.contains("invalid reply"), "{err}");
+    assert!(eventually(T, || std::fs::read_dir(sb.file("run"))
+        .unwrap()
+        .count()
+        == 0));
+    assert!(processes_matching(&marker).is_empty());
+}
+
+#[test]
+fn attach_shows_only_the_new_servers_output_when_it_fails() {
+    let sb = Sandbox::new(
+        "web:\n  run: exit 3\napi:\n  depends:\n    - path: never.flag\n  run: sleep 1000\n",
+    );
+    let run = sb.file("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    // An earlier server's output, left in the log it appends to.
+    let paths = procman::control::RuntimePaths::in_dir(&sb.file("procman.yaml"), &run).unwrap();
+    let log = paths.discovery.with_extension("log");
+    std::fs::write(&log, "    old | from an earlier server\n").unwrap();
+    std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut cmd = sb.command(&["attach", "--", "true"]);
+    cmd.env("PROCMAN_RUNTIME_DIR", &run);
+    let mut client = Running::start(cmd);
+    assert_eq!(client.wait(T).code(), Some(2));
+    let err = client.stderr_text();
+    assert!(err.contains("web exited with code 3"), "{err}");
+    assert!(!err.contains("from an earlier server"), "{err}");
+}
+
+#[test]
+fn serve_in_the_foreground_shows_why_it_stopped() {
+    let sb = Sandbox::new("web:\n  run: echo \"Port 5055 is in use\" >&2; exit 1\n");
+    std::fs::create_dir(sb.file("run")).unwrap();
+    let mut cmd = sb.command(&["serve"]);
+    cmd.env("PROCMAN_RUNTIME_DIR", sb.file("run"));
+    let mut server = Running::start(cmd);
+    let status = server.wait(T);
+    let out = server.stdout_text();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("web | Port 5055 is in use"), "{out}");
+    assert!(
+        out.contains("shutting down: web exited with code 1"),
+        "{out}"
+    );
+}

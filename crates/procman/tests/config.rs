@@ -341,16 +341,6 @@ fn names_are_checked_where_they_are_written() {
 }
 
 #[test]
-fn output_matches_fails_clearly_until_it_is_supported() {
-    let sb = Sandbox::new(
-        "db:\n  run: echo ready; exec sleep 1000\napi:\n  depends:\n    - output_matches: \"^ready\"\n      process: db\n      timeout_seconds: 20\n  run: echo api\n",
-    );
-    let (status, out, _) = sb.run(&[], T);
-    assert_eq!(status.code(), Some(1), "{out}");
-    assert!(out.contains("not supported yet"), "{out}");
-}
-
-#[test]
 fn attach_passes_its_environment_flags_to_the_server_it_starts() {
     let marker = common::unique_sleep();
     let sb = Sandbox::new(&format!(

@@ -74,6 +74,64 @@ use:
 }
 
 #[test]
+fn a_users_file_named_like_an_output_file_is_left_alone() {
+    let sb = Sandbox::new("web:\n  run: echo \"output=[${PROCMAN_OUTPUT:-none}]\"\n  once: true\n");
+    let logs = sb.file("procman-logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::write(logs.join("web.output"), "KEY=mine\n").unwrap();
+    let mut cmd = sb.command(&[]);
+    // Nor is an inherited one passed on: it is no file of this run.
+    cmd.env("PROCMAN_OUTPUT", logs.join("web.output"));
+    let mut running = common::Running::start(cmd);
+    let status = running.wait(T);
+    let out = running.stdout_text();
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("web | output=[none]"), "{out}");
+    assert!(
+        out.contains("web.output already exists and procman has no record of creating it"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(logs.join("web.output")).unwrap(),
+        "KEY=mine\n"
+    );
+}
+
+#[test]
+fn output_files_of_the_last_run_move_aside_and_never_satisfy_templates() {
+    let write = "setup:\n  run: echo GREETING=one > $PROCMAN_OUTPUT.tmp && mv $PROCMAN_OUTPUT.tmp $PROCMAN_OUTPUT\n  once: true\n";
+    let sb = Sandbox::new(write);
+    let (status, out, _) = sb.run(&[], T);
+    assert_eq!(status.code(), Some(0), "{out}");
+    // The same file, replaced by a rename, is still known as procman's at the next start.
+    let (status, out, _) = sb.run(&[], T);
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(!out.contains("already exists"), "{out}");
+    let previous = sb.file("procman-logs/previous/setup.output");
+    assert_eq!(
+        std::fs::read_to_string(&previous).unwrap(),
+        "GREETING=one\n"
+    );
+
+    std::fs::write(
+        sb.file("procman.yaml"),
+        "setup:\n  run: \"true\"\n  once: true\ngreet:\n  depends:\n    - process_exited: setup\n  run: echo \"got ${{ setup.GREETING }}\"\n  once: true\n",
+    )
+    .unwrap();
+    let (status, out, _) = sb.run(&[], T);
+    assert_ne!(status.code(), Some(0), "{out}");
+    assert!(!out.contains("got one"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&previous).unwrap(),
+        "GREETING=one\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(sb.file("procman-logs/setup.output")).unwrap(),
+        ""
+    );
+}
+
+#[test]
 fn failing_once_job_sets_exit_code_and_stops_the_rest() {
     let m = common::unique_sleep();
     let sb = Sandbox::new(&format!(

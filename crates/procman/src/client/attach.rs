@@ -1,7 +1,6 @@
 //! `procman attach`: run a command while holding a reference on the config's shared
 //! server, starting the server if none runs (ADR-0003).
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -9,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use procref::{RefCounter, SysvRefCounter};
 
+use super::server_log::{SHOWN_LINES, ServerLog, shutdown_reason};
 use super::{ClientReference, warn_on_version_skew};
 use crate::control::{self, RuntimePaths, ServerInfo};
 use crate::duration::format_timeout;
@@ -33,9 +33,9 @@ pub async fn attach(config: &Path, options: &AttachOptions, command: &[String]) 
     let paths = RuntimePaths::for_config(config)?;
     let reference = ClientReference::acquire(&paths)?;
     let deadline = Instant::now() + options.startup_timeout;
-    let server = ensure_server(&paths, reference.counter(), options).await?;
+    let (server, log) = ensure_server_logged(&paths, reference.counter(), options).await?;
     warn_on_version_skew(&server);
-    wait_ready(&paths, deadline).await?;
+    wait_ready(&paths, deadline, &server, log.as_ref()).await?;
     let (program, args) = command
         .split_first()
         .ok_or_else(|| anyhow!("no command given after --"))?;
@@ -67,6 +67,16 @@ pub(super) async fn ensure_server(
     counter: &SysvRefCounter,
     options: &AttachOptions,
 ) -> Result<ServerInfo> {
+    Ok(ensure_server_logged(paths, counter, options).await?.0)
+}
+
+/// [`ensure_server`], with the client's view of the server's output file (when it has
+/// one: a server started by `attach` or the TUI).
+async fn ensure_server_logged(
+    paths: &RuntimePaths,
+    counter: &SysvRefCounter,
+    options: &AttachOptions,
+) -> Result<(ServerInfo, Option<ServerLog>)> {
     let got = tokio::task::block_in_place(|| counter.lock_timeout(options.startup_timeout))?;
     if !got {
         bail!(
@@ -77,10 +87,11 @@ pub(super) async fn ensure_server(
     }
     let result = async {
         if let Some(server) = ServerInfo::read(&paths.discovery).filter(ServerInfo::is_live) {
-            return Ok(server);
+            return Ok((server, ServerLog::join(&server_log_path(paths))));
         }
         wait_for_leaving_server(paths, options.startup_timeout)?;
-        spawn_server(paths, options).await
+        let (server, log) = spawn_server(paths, options).await?;
+        Ok((server, Some(log)))
     }
     .await;
     let _ = counter.unlock();
@@ -107,12 +118,19 @@ fn wait_for_leaving_server(paths: &RuntimePaths, timeout: Duration) -> Result<()
     )
 }
 
+/// Where a server started by a client writes its output: beside its runtime files.
+fn server_log_path(paths: &RuntimePaths) -> std::path::PathBuf {
+    paths.discovery.with_extension("log")
+}
+
 /// Starts `procman serve` in its own session, stdio to a log file beside its runtime
 /// files, and waits until it reports that it listens.
-async fn spawn_server(paths: &RuntimePaths, options: &AttachOptions) -> Result<ServerInfo> {
+async fn spawn_server(
+    paths: &RuntimePaths,
+    options: &AttachOptions,
+) -> Result<(ServerInfo, ServerLog)> {
     let exe = std::env::current_exe().context("locating the procman executable")?;
-    let log_path = paths.discovery.with_extension("log");
-    let log = open_server_log(&log_path)?;
+    let (log, server_log) = ServerLog::create(&server_log_path(paths))?;
     let (ready_read, ready_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let ready_fd = {
         use std::os::fd::AsRawFd;
@@ -154,97 +172,94 @@ async fn spawn_server(paths: &RuntimePaths, options: &AttachOptions) -> Result<S
         tokio::io::AsyncReadExt::read_to_end(&mut ready, &mut buf),
     )
     .await;
-    let log_tail = || {
-        std::fs::read_to_string(&log_path)
-            .unwrap_or_default()
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     if read.is_err() {
         let _ = child.kill();
         bail!(
-            "the server did not start listening within {}; its log {}:\n{}",
+            "the server did not start listening within {}{}",
             format_timeout(Some(options.startup_timeout)),
-            log_path.display(),
-            log_tail()
+            last_lines(&server_log)
         );
     }
     // Reap it in the background if it exits before we do.
     std::thread::spawn(move || child.wait());
-    ServerInfo::read(&paths.discovery)
-        .filter(ServerInfo::is_live)
-        .ok_or_else(|| {
-            anyhow!(
-                "the server exited while starting; its log {}:\n{}",
-                log_path.display(),
-                log_tail()
-            )
-        })
+    match ServerInfo::read(&paths.discovery).filter(ServerInfo::is_live) {
+        Some(server) => Ok((server, server_log)),
+        None => bail!(
+            "the server exited while starting{}",
+            last_lines(&server_log)
+        ),
+    }
 }
 
-/// Opens (creating it, mode 0600) the log of a server this attach starts, appending to the
-/// previous servers' output. Never through a symlink, never a file that is not a plain
-/// file of ours private to us: such a file is refused, untouched.
-fn open_server_log(path: &Path) -> Result<std::fs::File> {
-    use std::os::unix::fs::MetadataExt;
-    let refuse = |why: String| {
-        anyhow!(
-            "refusing the server log {}: {why}; remove it (`rm {}`) if it is a leftover",
-            path.display(),
-            path.display()
-        )
+/// The server left before its processes were ready: why, as its output says, and the
+/// output's last lines. Waits (in the kernel, on its pidfd, at most until `deadline`)
+/// for it to finish leaving, so that its last lines are written.
+fn server_failed(server: &ServerInfo, log: Option<&ServerLog>, deadline: Instant) -> anyhow::Error {
+    if let Some(process) = procref::process::Process::open_verified(server.pid, server.start_time) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::task::block_in_place(|| process.wait_exit(Some(left)));
+    }
+    let Some(log) = log else {
+        return anyhow!(
+            "the server (pid {}) stopped before its processes were ready; it writes no log this client can read (see its terminal)",
+            server.pid
+        );
     };
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        // No symlink; no blocking on a planted FIFO.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => refuse("it is a symbolic link".into()),
-            _ => {
-                anyhow::Error::new(e).context(format!("opening the server log {}", path.display()))
-            }
-        })?;
-    let meta = log
-        .metadata()
-        .with_context(|| format!("checking the server log {}", path.display()))?;
-    let euid = rustix::process::geteuid().as_raw();
-    if !meta.file_type().is_file() {
-        return Err(refuse("it is not a regular file".into()));
+    let lines = log.last_lines(SHOWN_LINES);
+    let why = shutdown_reason(&lines)
+        .map(|reason| format!(": {reason}"))
+        .unwrap_or_default();
+    anyhow!(
+        "the server (pid {}) stopped before its processes were ready{why}{}",
+        server.pid,
+        last_lines(log)
+    )
+}
+
+/// Whether a live server announces itself for `paths` (a leaving one no longer does).
+fn is_discoverable(paths: &RuntimePaths) -> bool {
+    ServerInfo::read(&paths.discovery)
+        .filter(ServerInfo::is_live)
+        .is_some()
+}
+
+/// `; last lines of its output (PATH):` and those lines, indented; or why there are none.
+fn last_lines(log: &ServerLog) -> String {
+    let lines = log.last_lines(SHOWN_LINES);
+    if lines.is_empty() {
+        return format!("; its output ({}) is empty", log.path().display());
     }
-    if meta.uid() != euid {
-        return Err(refuse(format!(
-            "it is owned by uid {}, not by this user (uid {euid})",
-            meta.uid()
-        )));
+    let mut text = format!(
+        "\nlast {} line(s) of its output ({}):",
+        lines.len(),
+        log.path().display()
+    );
+    for line in lines {
+        text.push_str("\n  ");
+        text.push_str(&line);
     }
-    if meta.mode() & 0o077 != 0 {
-        return Err(refuse(format!(
-            "its mode {:o} lets other users read or write it",
-            meta.mode() & 0o7777
-        )));
-    }
-    if meta.nlink() != 1 {
-        return Err(refuse(format!("it has {} hard links", meta.nlink())));
-    }
-    Ok(log)
+    text
 }
 
 /// Waits until every configured long-running process runs and no dependency is pending:
 /// one `ready` request that the server answers when that becomes true (no polling). On
-/// timeout, one `status` request names what is still pending.
-async fn wait_ready(paths: &RuntimePaths, deadline: Instant) -> Result<()> {
+/// timeout, one `status` request names what is still pending. A server that leaves
+/// instead is explained from its output ([`server_failed`]).
+async fn wait_ready(
+    paths: &RuntimePaths,
+    deadline: Instant,
+    server: &ServerInfo,
+    log: Option<&ServerLog>,
+) -> Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
     match control::request(paths, &Message::Ready, left).await {
         Ok(Reply::Ok { .. }) => return Ok(()),
-        Ok(Reply::Error { message }) => bail!("the server is not ready: {message}"),
+        // The only error a ready request gets: "the server is shutting down".
+        Ok(Reply::Error { .. }) => return Err(server_failed(server, log, deadline)),
         Ok(other) => bail!("unexpected reply from the server: {other:?}"),
         Err(control::ClientError::Timeout { .. }) => {}
+        // No answer from a server that stopped being discoverable: it is leaving.
+        Err(_) if !is_discoverable(paths) => return Err(server_failed(server, log, deadline)),
         Err(e) => return Err(e.into()),
     }
     let status = control::request(paths, &Message::Status, Duration::from_secs(5)).await?;

@@ -6,6 +6,7 @@ mod check;
 mod logs;
 mod reference;
 mod restart;
+mod server_log;
 mod start;
 mod status;
 mod stop;

@@ -44,7 +44,7 @@ pub fn wait(request: &WaitRequest) -> Result<i32> {
         dependency.kind
     {
         bail!(
-            "`procman wait` waits for conditions outside a supervisor; process_exited and output_matches need a running `procman run`"
+            "`procman wait` runs outside any stack, where no process runs or prints: process_exited and output_matches each needs a running stack; write it under `depends` in procman.yaml"
         );
     }
     if let Some(config) = &request.config {
@@ -61,6 +61,7 @@ pub fn wait(request: &WaitRequest) -> Result<i32> {
         "procman wait",
         &dependencies,
         exits,
+        None,
         &|_| {},
     ));
     drop(runtime);

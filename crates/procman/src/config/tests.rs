@@ -1227,6 +1227,9 @@ fn an_empty_last_item_without_a_newline_is_located_inside_the_file() {
         "a:\n  run: y\n  depends:\n    - ",
         4,
         7,
-        &["a dependency of process `a` must be a mapping", "got nothing"],
+        &[
+            "a dependency of process `a` must be a mapping",
+            "got nothing",
+        ],
     );
 }

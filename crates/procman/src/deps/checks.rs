@@ -12,10 +12,6 @@ use tokio::process::Command;
 use super::{Check, ExitBoard, ExitState};
 use crate::config::{DependencyKind, FileFormat};
 
-/// Why an `output_matches` dependency fails until waiting on output lines exists.
-pub(super) const OUTPUT_MATCHES_UNSUPPORTED: &str =
-    "waiting for an output line (output_matches) is not supported yet";
-
 /// Per-request limit for HTTP checks.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Limit for resolving and connecting in TCP checks.
@@ -50,7 +46,11 @@ pub async fn check_once(kind: &DependencyKind, exits: &ExitBoard) -> Check {
         },
         DependencyKind::ProcessExited { name } => exit_check(name, exits.borrow().get(name)),
         DependencyKind::NotRunning { pattern } => check_not_running(pattern).await,
-        DependencyKind::OutputMatches { .. } => not_yet(OUTPUT_MATCHES_UNSUPPORTED),
+        // Waited for on the output ([`super::wait_for_all`]), never polled; the config
+        // rejects it as a watch check.
+        DependencyKind::OutputMatches { .. } => {
+            not_yet("output_matches is waited for on the output, not checked")
+        }
     }
 }
 

@@ -2,10 +2,12 @@
 //!
 //! [`check_once`] evaluates one condition (shared by start-up dependencies and runtime watches),
 //! [`describe`] names it for humans, and [`wait_for_all`] walks a process's `depends` list in
-//! order, polling each condition (or, for `process_exited`, waiting on the [`ExitBoard`]).
+//! order, polling each condition (or, for `process_exited`, waiting on the [`ExitBoard`], and
+//! for `output_matches`, on the supervisor's output: [`OutputSource`]).
 
 mod checks;
 mod describe;
+mod output;
 mod wait;
 
 use std::collections::BTreeMap;
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 pub use checks::check_once;
 pub use describe::describe;
+pub use output::{OutputSource, Run, RunBoard, RunState};
 pub use wait::wait_for_all;
 
 /// What the supervisor publishes about finished processes (for `process_exited`), keyed by

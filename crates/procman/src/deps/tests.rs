@@ -87,7 +87,7 @@ async fn run_with(deps: &[Dependency], exits: ExitBoard, bound: Duration) -> Run
         events.lock().unwrap().push(line);
     };
     let started = Instant::now();
-    let result = tokio::time::timeout(bound, wait_for_all("api", deps, exits, &report))
+    let result = tokio::time::timeout(bound, wait_for_all("api", deps, exits, None, &report))
         .await
         .expect("wait_for_all exceeded the test bound");
     Run {
@@ -772,5 +772,138 @@ fn descriptions_read_as_claims() {
     ];
     for (kind, want) in cases {
         assert_eq!(describe(&kind), want);
+    }
+}
+
+mod output_matches {
+    //! The matcher against a real [`Output`] (its output thread, tail and feed).
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use tokio::sync::watch;
+
+    use super::BOUND;
+    use crate::deps::output::{Matcher, OutputSource, Run, RunState, check_now};
+    use crate::output::{FEED_CAPACITY, Output, OutputConfig};
+
+    type Runs = watch::Sender<BTreeMap<String, Run>>;
+
+    fn source() -> (OutputSource, Runs) {
+        let output =
+            Output::new(OutputConfig::default(), Box::new(std::io::sink()), false).unwrap();
+        let (runs, board) = watch::channel(BTreeMap::new());
+        let source = OutputSource {
+            output,
+            runs: board,
+            groups: Arc::new(BTreeMap::new()),
+        };
+        (source, runs)
+    }
+
+    /// Starts a run of `name` now.
+    fn started(source: &OutputSource, runs: &Runs, name: &str) {
+        let first_seq = source.output.next_seq();
+        runs.send_modify(|r| {
+            let state = RunState::Running;
+            r.insert(name.to_owned(), Run { first_seq, state });
+        });
+    }
+
+    fn set(runs: &Runs, name: &str, state: RunState) {
+        runs.send_modify(|r| r.get_mut(name).unwrap().state = state);
+    }
+
+    fn ready() -> regex::Regex {
+        regex::Regex::new("^ready$").unwrap()
+    }
+
+    async fn outcome(matcher: &mut Matcher) -> Result<(), String> {
+        tokio::time::timeout(BOUND, matcher.finished())
+            .await
+            .expect("the matcher did not finish within the bound")
+    }
+
+    #[tokio::test]
+    async fn a_lagging_feed_falls_back_to_the_tail() {
+        let (source, runs) = source();
+        started(&source, &runs, "db");
+        let mut matcher = Matcher::start(&source, "db", &ready());
+        // Lets it look at the (empty) tail once and wait on the feed; it is not polled
+        // again before every line below is out, so its feed overflows.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        source.output.line("db", b"ready");
+        for i in 0..2 * FEED_CAPACITY {
+            source.output.line("noise", format!("noise {i}").as_bytes());
+        }
+        source.output.flush().unwrap();
+        assert_eq!(outcome(&mut matcher).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn only_the_current_run_counts() {
+        let (source, runs) = source();
+        started(&source, &runs, "db");
+        source.output.line("db", b"ready");
+        source.output.flush().unwrap();
+        set(
+            &runs,
+            "db",
+            RunState::Exited {
+                how: "exited with code 1".into(),
+            },
+        );
+        assert_eq!(check_now(&source, "db", &ready()), None);
+        started(&source, &runs, "db");
+        let mut matcher = Matcher::start(&source, "db", &ready());
+        assert_eq!(check_now(&source, "db", &ready()), None);
+        source.output.line("db", b"not yet");
+        source.output.line("db", b"ready");
+        assert_eq!(outcome(&mut matcher).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_ended_target_fails_the_wait_with_how_it_ended() {
+        let (source, runs) = source();
+        started(&source, &runs, "db");
+        let mut matcher = Matcher::start(&source, "db", &ready());
+        source.output.line("db", b"almost ready");
+        source.output.flush().unwrap();
+        set(
+            &runs,
+            "db",
+            RunState::Exited {
+                how: "exited with code 3".into(),
+            },
+        );
+        set(
+            &runs,
+            "db",
+            RunState::Ended {
+                how: "exited with code 3".into(),
+            },
+        );
+        assert_eq!(
+            outcome(&mut matcher).await,
+            Err("`db` exited with code 3 before printing a line matching `^ready$`".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_run_of_an_ended_target_still_counts() {
+        let (source, runs) = source();
+        started(&source, &runs, "setup");
+        source.output.line("setup", b"\x1b[32mready\x1b[0m");
+        source.output.flush().unwrap();
+        set(
+            &runs,
+            "setup",
+            RunState::Ended {
+                how: "exited with code 0".into(),
+            },
+        );
+        assert_eq!(check_now(&source, "setup", &ready()), Some(Ok(())));
     }
 }

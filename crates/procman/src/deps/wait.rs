@@ -6,9 +6,8 @@ use std::time::Duration;
 use serde_json_path::JsonPath;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use super::checks::{
-    OUTPUT_MATCHES_UNSUPPORTED, check_file_contains, check_once, not_exited, unsupported_url,
-};
+use super::checks::{check_file_contains, check_once, not_exited, unsupported_url};
+use super::output::{Matcher, OutputSource, check_now, not_matched};
 use super::{Check, DepFailure, ExitBoard, ExitState, FailReason, Progress, describe};
 use crate::config::{Dependency, DependencyKind};
 
@@ -19,14 +18,27 @@ const MIN_POLL: Duration = Duration::from_millis(10);
 /// becomes active. Returns the env values extracted by `file_contains` entries that set `env`.
 ///
 /// Polled kinds are checked at once and then every `poll_interval`; `process_exited` waits on
-/// `exits` instead of polling. Progress goes to `report`; the first failure ends the wait.
+/// `exits` and `output_matches` on the supervisor's `outputs` instead of polling (without
+/// `outputs`, `output_matches` cannot hold). Every `output_matches` starts reading the output
+/// at once, so a line printed while an earlier dependency is awaited counts. Progress goes
+/// to `report`; the first failure ends the wait.
 pub async fn wait_for_all(
     process: &str,
     deps: &[Dependency],
     mut exits: ExitBoard,
+    outputs: Option<&OutputSource>,
     report: &(dyn Fn(Progress<'_>) + Send + Sync),
 ) -> Result<BTreeMap<String, String>, DepFailure> {
     let mut env = BTreeMap::new();
+    let mut matchers: Vec<Option<Matcher>> = deps
+        .iter()
+        .map(|dep| match (&dep.kind, outputs) {
+            (DependencyKind::OutputMatches { process, regex }, Some(source)) if dep.retry => {
+                Some(Matcher::start(source, process, regex))
+            }
+            _ => None,
+        })
+        .collect();
     for (index, dep) in deps.iter().enumerate() {
         let dependency = describe(&dep.kind);
         report(Progress::Waiting {
@@ -41,6 +53,14 @@ pub async fn wait_for_all(
         let outcome = match &dep.kind {
             DependencyKind::ProcessExited { name } => {
                 wait_exited(name, dep, &mut exits, &dependency, report).await
+            }
+            DependencyKind::OutputMatches { process, regex } => {
+                let waiting = OutputWait {
+                    dep,
+                    source: outputs,
+                    matcher: matchers[index].as_mut(),
+                };
+                waiting.wait(process, regex, &dependency, report).await
             }
             _ => poll(dep, &exits, &dependency, report).await,
         };
@@ -75,9 +95,6 @@ fn prepare(kind: &DependencyKind) -> Result<Prepared, FailReason> {
             }),
             None => Ok(Prepared::Other),
         },
-        DependencyKind::OutputMatches { .. } => Err(FailReason::Unsatisfiable {
-            reason: OUTPUT_MATCHES_UNSUPPORTED.to_owned(),
-        }),
         DependencyKind::FileContains { key, .. } => JsonPath::parse(key)
             .map(Prepared::FileContains)
             .map_err(|e| FailReason::Unsatisfiable {
@@ -186,5 +203,53 @@ async fn wait_exited(
             Some(reason),
         )),
         Err(_) => Err((FailReason::TimedOut(dep.timeout), Some(reason))),
+    }
+}
+
+/// Why `output_matches` cannot hold outside a supervisor.
+const OUTPUT_NEEDS_SUPERVISOR: &str =
+    "output_matches waits on a supervised process's output and needs a running procman";
+
+/// An `output_matches` dependency that became active.
+struct OutputWait<'a> {
+    dep: &'a Dependency,
+    source: Option<&'a OutputSource>,
+    /// Started when the wait began (for `retry: true`).
+    matcher: Option<&'a mut Matcher>,
+}
+
+impl OutputWait<'_> {
+    /// Holds at once if a matching line was printed already; otherwise waits for the
+    /// matcher, bounded by the timeout. A target that ended first fails it with how.
+    async fn wait(
+        self,
+        process: &str,
+        regex: &regex::Regex,
+        dependency: &str,
+        report: &(dyn Fn(Progress<'_>) + Send + Sync),
+    ) -> Result<Option<String>, Failed> {
+        let unsatisfiable = |reason: String| (FailReason::Unsatisfiable { reason }, None);
+        let Some(source) = self.source else {
+            return Err(unsatisfiable(OUTPUT_NEEDS_SUPERVISOR.to_owned()));
+        };
+        let deadline = Instant::now() + self.dep.timeout;
+        match check_now(source, process, regex) {
+            Some(Ok(())) => return Ok(None),
+            Some(Err(why)) => return Err(unsatisfiable(why)),
+            None => {}
+        }
+        let reason = not_matched(process);
+        let Some(matcher) = self.matcher.filter(|_| self.dep.retry) else {
+            return Err((FailReason::RetryDisabled { reason }, None));
+        };
+        report(Progress::NotReady {
+            dependency,
+            reason: &reason,
+        });
+        match timeout_at(deadline, matcher.finished()).await {
+            Ok(Ok(())) => Ok(None),
+            Ok(Err(why)) => Err(unsatisfiable(why)),
+            Err(_) => Err((FailReason::TimedOut(self.dep.timeout), Some(reason))),
+        }
     }
 }

@@ -80,6 +80,19 @@ impl LogDir {
     }
 }
 
+impl LogDir {
+    /// Records `file` as procman's if it is a private regular file of this user: for a
+    /// file procman created that its process replaced (by renaming another over it), so
+    /// that the next start still moves it aside. Nothing else is recorded.
+    pub(crate) fn adopt(&self, file: &str) -> io::Result<()> {
+        match examine(&self.dir, file, AtFlags::empty()) {
+            Ok(stat) if is_ours(&stat) => record(&self.manifest, &entry(file, &stat)),
+            Ok(_) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(context(e, &self.path.join(file))),
+        }
+    }
+}
+
 /// Creates a new private file; fails on anything already there, symlinks included.
 fn create(dir: &OwnedFd, file: &str) -> rustix::io::Result<OwnedFd> {
     rustix::fs::openat(

@@ -308,6 +308,34 @@ impl Output {
         self.inner.shared.feed.subscribe()
     }
 
+    /// The `seq` that every line given from now on will at least have: a process whose
+    /// output is captured after this call prints only lines at or above it.
+    pub fn next_seq(&self) -> u64 {
+        lock(&self.inner.shared.tails).next_seq()
+    }
+
+    /// Creates the empty file `file` in the log directory, recorded as procman's (the next
+    /// start moves it to `previous/`). Fails, touching nothing, when the name is taken by a
+    /// file procman did not create this run, or when there is no log directory.
+    pub fn create_file(&self, file: &str) -> io::Result<()> {
+        match &self.inner.log_dir {
+            Some(dir) => dir.create(file).map(drop),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no log directory to create {file} in"),
+            )),
+        }
+    }
+
+    /// Records `file` in the log directory as procman's if it is now a private regular
+    /// file of this user (a process replaced the one [`Output::create_file`] made).
+    pub fn adopt_file(&self, file: &str) -> io::Result<()> {
+        match &self.inner.log_dir {
+            Some(dir) => dir.adopt(file),
+            None => Ok(()),
+        }
+    }
+
     /// The log directory, if logging to files.
     pub fn log_dir(&self) -> Option<&Path> {
         self.inner.log_path.as_deref()

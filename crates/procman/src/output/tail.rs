@@ -23,10 +23,21 @@ pub struct LogLine {
     pub text: Arc<[u8]>,
 }
 
+impl LogLine {
+    /// The text as `procman.log` shows it: escape sequences removed, invalid UTF-8 replaced.
+    pub fn plain_text(&self) -> String {
+        let mut plain = Vec::with_capacity(self.text.len());
+        super::ansi::strip_ansi(&self.text, &mut plain);
+        String::from_utf8_lossy(&plain).into_owned()
+    }
+}
+
 /// The tails of all names, indexed by name id.
 #[derive(Default)]
 pub(crate) struct Tails {
     rings: Vec<Ring>,
+    /// The `seq` after the newest line kept: every line kept later has at least this one.
+    next_seq: u64,
 }
 
 /// The last lines of one process: their metadata, and the bytes they were cut from.
@@ -61,6 +72,12 @@ impl Tails {
             self.rings.resize_with(id + 1, Ring::default);
         }
         self.rings[id].push(first_seq, time, data, ranges);
+        self.next_seq = self.next_seq.max(first_seq + ranges.len() as u64);
+    }
+
+    /// The `seq` of the next line to come (of any name).
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 
     /// The newest `n` lines of each of `ids` that are not older than `since`, merged

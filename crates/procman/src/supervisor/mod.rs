@@ -19,6 +19,8 @@ pub mod lifeline;
 mod listening;
 mod logs;
 pub mod machine;
+mod output_files;
+mod runs;
 mod tasks;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -43,6 +45,8 @@ pub use lifeline::Lifeline;
 use listening::Listener;
 pub use listening::Listening;
 use machine::{Effect, Event, Machine, Now, RequestId, Sig};
+use output_files::OutputFiles;
+use runs::Runs;
 
 /// How the supervisor runs.
 #[derive(Debug, Clone)]
@@ -106,10 +110,9 @@ pub async fn run(
     base_env.extend(config.file_env.clone());
     base_env.extend(options.extra_env.clone());
     let serve = listening.serve.is_some();
+    let runs = Runs::new(&config);
     let config = Arc::new(config);
     for spec in &config.processes {
-        // Stale outputs of a previous run must not satisfy this run's templates.
-        let _ = std::fs::remove_file(output_file(&options.log_dir, &spec.name));
         let _ = output.register(&spec.name);
     }
     let machine = Machine::new(
@@ -121,7 +124,6 @@ pub async fn run(
     let mut runner = Runner {
         machine,
         config,
-        options,
         output,
         containment,
         watcher: None,
@@ -136,6 +138,8 @@ pub async fn run(
         pending: HashMap::new(),
         next_request: 0,
         board,
+        output_files: OutputFiles::new(&options.log_dir),
+        runs,
         status_line: None,
         listener: None,
         subscribers: Vec::new(),
@@ -146,7 +150,6 @@ pub async fn run(
 struct Runner {
     machine: Machine,
     config: Arc<Config>,
-    options: Options,
     output: Output,
     containment: Containment,
     /// Wakes the runner when a watched `cgroup.events` changes (cgroup mode).
@@ -168,6 +171,10 @@ struct Runner {
     next_request: RequestId,
     /// Final exits, for `process_exited` dependencies.
     board: watch::Sender<BTreeMap<String, ExitState>>,
+    /// `$PROCMAN_OUTPUT` files, for `${{ name.KEY }}` templates.
+    output_files: OutputFiles,
+    /// Each process's current run, for `output_matches` dependencies.
+    runs: Runs,
     /// What the terminal's status line shows.
     status_line: Option<String>,
     listener: Option<Listener>,
@@ -236,6 +243,7 @@ impl Runner {
                 let child = self.children.get_mut(&name).filter(|c| c.pid() == pid)?;
                 let status = child.try_reap()?;
                 self.children.remove(&name);
+                self.runs.exited(&name, Exit::from_status(status));
                 // The leader may have hidden exited orphans from the reaper.
                 self.reap_orphans();
                 let group_alive = self.leader_gone(pid, drained);
@@ -305,7 +313,7 @@ impl Runner {
                         let task = tasks::wait_for_dependencies(
                             spec,
                             self.board.subscribe(),
-                            self.output.clone(),
+                            self.runs.source(&self.output),
                             self.inputs.clone(),
                         );
                         self.tasks.entry(name).or_default().push(task);
@@ -364,6 +372,7 @@ impl Runner {
                     }
                 }
                 Effect::PublishExit { name, state } => {
+                    self.runs.ended(&name, state, &self.output);
                     self.board.send_modify(|board| {
                         // A group that already failed stays failed.
                         if !matches!(board.get(&name), Some(ExitState::Failed { .. })) {
@@ -455,6 +464,7 @@ impl Runner {
                 };
             }
         };
+        self.output_files.prepare(name, &self.output);
         let spawned = self.prepare(&spec, env).and_then(|(script, env)| {
             let launch = Launch {
                 script: &script,
@@ -491,6 +501,7 @@ impl Runner {
                 leader_gone: false,
             },
         );
+        self.runs.started(name, &self.output);
         let capture = self.output.capture(name, pipe);
         let exited = child.exit_signal();
         let inputs = self.inputs.clone();
@@ -522,7 +533,8 @@ impl Runner {
         extra_env: BTreeMap<String, String>,
     ) -> Result<(String, BTreeMap<String, String>), String> {
         let lookup = |process: &str, key: &str| {
-            std::fs::read_to_string(output_file(&self.options.log_dir, process))
+            let file = self.output_files.path(process)?;
+            std::fs::read_to_string(file)
                 .ok()
                 .and_then(|text| template::parse_output_file(&text).remove(key))
         };
@@ -537,12 +549,11 @@ impl Runner {
             containment::INSTANCE_ENV.into(),
             self.containment.instance().to_owned(),
         );
-        env.insert(
-            "PROCMAN_OUTPUT".into(),
-            output_file(&self.options.log_dir, &spec.name)
-                .to_string_lossy()
-                .into_owned(),
-        );
+        match self.output_files.path(&spec.name) {
+            Some(file) => env.insert("PROCMAN_OUTPUT".into(), file.to_string_lossy().into()),
+            // Not an inherited one either: it is no file of this run.
+            None => env.remove("PROCMAN_OUTPUT"),
+        };
         let (script, values) = template::resolve_script(&spec.run, lookup)?;
         env.extend(values);
         Ok((script, env))
@@ -768,6 +779,7 @@ impl Runner {
             ));
         }
         self.reap_orphans();
+        self.output_files.keep(&self.output);
         self.output.procman(&format!("exiting with code {code}"));
         let _ = self.output.flush();
     }
@@ -776,10 +788,4 @@ impl Runner {
 /// The inode of a pipe, as `/proc/PID/fd` links name it (`pipe:[INODE]`).
 fn pipe_inode(pipe: &OwnedFd) -> u64 {
     rustix::fs::fstat(pipe).map_or(0, |st| st.st_ino)
-}
-
-/// Where a process's `$PROCMAN_OUTPUT` file is.
-fn output_file(log_dir: &std::path::Path, name: &str) -> PathBuf {
-    let dir = std::path::absolute(log_dir).unwrap_or_else(|_| log_dir.to_path_buf());
-    dir.join(format!("{name}.output"))
 }

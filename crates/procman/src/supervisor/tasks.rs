@@ -7,20 +7,20 @@ use tokio::task::AbortHandle;
 use super::Input;
 use super::machine::Event;
 use crate::config::{OnFail, ProcessSpec, Watch};
-use crate::deps::{self, ExitBoard, Progress};
-use crate::output::Output;
+use crate::deps::{self, ExitBoard, OutputSource, Progress};
 use crate::protocol::ProcessName;
 
 /// Waits for `spec`'s dependencies in order, reporting progress and the outcome.
 pub(super) fn wait_for_dependencies(
     spec: &ProcessSpec,
     board: ExitBoard,
-    output: Output,
+    outputs: OutputSource,
     inputs: mpsc::UnboundedSender<Input>,
 ) -> AbortHandle {
     let name = spec.name.clone();
     let depends = spec.depends.clone();
     tokio::spawn(async move {
+        let output = &outputs.output;
         let report = |progress: Progress<'_>| match progress {
             Progress::Waiting { dependency } => {
                 let _ = inputs.send(Input::Event(Event::Waiting {
@@ -38,7 +38,8 @@ pub(super) fn wait_for_dependencies(
                 "{name}: dependency satisfied: {dependency} ({remaining} remaining)"
             )),
         };
-        let event = match deps::wait_for_all(&name, &depends, board, &report).await {
+        let event = match deps::wait_for_all(&name, &depends, board, Some(&outputs), &report).await
+        {
             Ok(env) => Event::DependenciesMet {
                 name: name.clone(),
                 env,
