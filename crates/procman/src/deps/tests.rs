@@ -257,7 +257,9 @@ async fn checks_start_poll_interval_apart_even_after_a_slow_check() {
     assert!(arrivals.len() >= 2, "{} checks", arrivals.len());
     for pair in arrivals.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= Duration::from_millis(90), "checks {gap:?} apart");
+        // Arrivals are stamped by the server, so one delayed accept shortens the next gap
+        // on a busy machine; the fault this catches (checks back to back) gives ~0 ms.
+        assert!(gap >= Duration::from_millis(50), "checks {gap:?} apart");
     }
 }
 

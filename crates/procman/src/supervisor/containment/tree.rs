@@ -146,8 +146,20 @@ mod tests {
                 .map(|p| p.pid)
                 .collect()
         };
+        // Both sleeps of the tree have exec'd (a fork not yet exec'd shows its parent's
+        // command line, so counting every match would proceed too early).
+        let sleeping = |m: &str| {
+            procfs::all()
+                .into_iter()
+                .filter(|p| p.pid != spared.id() && !p.is_zombie())
+                .filter(|p| {
+                    std::fs::read(format!("/proc/{}/cmdline", p.pid))
+                        .is_ok_and(|c| c.starts_with(format!("sleep\0{m}").as_bytes()))
+                })
+                .count()
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while matching(&marker).len() < 3 && Instant::now() < deadline {
+        while sleeping(&marker) < 2 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         let root = shell.id();
