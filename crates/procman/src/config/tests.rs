@@ -1233,3 +1233,19 @@ fn an_empty_last_item_without_a_newline_is_located_inside_the_file() {
         ],
     );
 }
+
+#[test]
+fn a_lone_carriage_return_never_puts_a_column_past_its_line() {
+    // Found by fuzzing: the scanner ends lines at a lone `\r`, editors do not.
+    let text = "web:\n  run: x\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r bad: [\r:\r";
+    for d in diags(text) {
+        let line = text
+            .split('\n')
+            .nth(d.line - 1)
+            .expect("line inside the file");
+        assert!(
+            (1..=line.chars().count() + 1).contains(&d.column),
+            "{d:?} past line {line:?}"
+        );
+    }
+}

@@ -210,18 +210,24 @@ fn locate_empty_values(node: &mut Node) {
     }
 }
 
-/// The YAML scanner reads an implicit line end after the text, so an error found at the end
-/// of a file that does not end with `\n` (or an empty value there, such as a last `- `) is
-/// marked on a line past its end: point at the end of the last line instead.
+/// A position on a line of `text` (lines end at `\n`). The YAML scanner reads an implicit
+/// line end after the text, so an error at the end of a file that does not end with `\n`
+/// (or an empty value there, such as a last `- `) is marked on a line past its end; and it
+/// also ends lines at a lone `\r`, which no editor does, so its column can lie past the end
+/// of the line an editor shows. Such positions point at the end of that line instead.
 pub(in crate::config) fn within(text: &str, at: Location) -> Location {
-    let lines = text.split('\n').count();
-    if at.line <= lines {
-        return at;
+    let lines: Vec<&str> = text.split('\n').collect();
+    let line = at.line.clamp(1, lines.len());
+    let text_of = lines[line - 1]
+        .strip_suffix('\r')
+        .unwrap_or(lines[line - 1]);
+    let end = text_of.chars().count() + 1;
+    if line != at.line {
+        return Location { line, column: end };
     }
-    let last = text.rsplit('\n').next().unwrap_or_default();
     Location {
-        line: lines,
-        column: last.chars().count() + 1,
+        line,
+        column: at.column.clamp(1, end),
     }
 }
 
