@@ -544,6 +544,55 @@ fn a_blocked_terminal_blocks_the_writer_and_loses_nothing() {
     check_lines(&lines.join(&b'\n'), |_| "p | ".into(), 1, 200_000);
 }
 
+/// `procman run | cmd` where `cmd` never reads: the logs get the lines read before the
+/// terminal blocked, and the final flush gives the terminal up instead of hanging the
+/// shutdown for good.
+#[test]
+fn a_stuck_terminal_holds_neither_the_logs_nor_the_final_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gate = Gate::default();
+    let config = OutputConfig {
+        log_dir: Some(dir.path().to_path_buf()),
+        color: ColorChoice::Never,
+    };
+    let out = Output::build(config, Box::new(gate.clone()), false, false, None).expect("output");
+    let (reader, writer) = rustix::pipe::pipe().expect("pipe");
+    let _capture = out.capture("p", reader);
+    let mut writer = fs::File::from(writer);
+    for i in 0..1_000 {
+        writeln!(writer, "0:{i}").expect("write");
+    }
+    drop(writer);
+    out.procman("exiting with code 0");
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let flusher = out.clone();
+    thread::spawn(move || {
+        let _ = done_tx.send(flusher.flush());
+    });
+    let flushed = done.recv_timeout(Duration::from_secs(60));
+    *lock(&gate.open.0) = true;
+    gate.open.1.notify_all();
+    let flushed = flushed.expect("the final flush waited for good on a stuck terminal");
+    assert!(flushed.is_err(), "a stuck terminal was reported as flushed");
+    // The output thread stops reading while the terminal blocks it; what it read is logged.
+    let written: Vec<u8> = (0..1_000)
+        .flat_map(|i| format!("0:{i}\n").into_bytes())
+        .collect();
+    let raw = read(dir.path(), "p.log");
+    assert!(!raw.is_empty() && written.starts_with(&raw), "p.log: {raw:?}");
+    let log = unstamped(&read(dir.path(), "procman.log"));
+    let text = String::from_utf8_lossy(&log);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("p |"))
+        .collect();
+    assert!(!lines.is_empty(), "procman.log: {text}");
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(*line, format!("p | 0:{i}"));
+    }
+}
+
 #[test]
 fn closed_terminal_keeps_draining_and_logging() {
     let dir = tempfile::tempdir().expect("tempdir");
