@@ -23,7 +23,7 @@ use rustix::event::{EventfdFlags, eventfd};
 use rustix::io::Errno;
 use tokio::sync::oneshot;
 
-use super::ansi::ESC;
+use super::ansi::is_control;
 use super::batch::{Batch, Prefix};
 use super::lines::{CUT_WINDOW, can_wait, split_lines};
 use super::logdir::LogFile;
@@ -351,12 +351,12 @@ impl Pump {
         let prefix = proc
             .prefix
             .get_or_insert_with(|| Prefix::new(&proc.name, Names::color(id), width, color));
-        let escapes = memchr::memchr(ESC, data).is_some();
+        let controls = data.iter().any(|&b| b != b'\n' && is_control(b));
         let ranges = &mut self.ranges;
         ranges.clear();
         let used = split_lines(data, eof, |range| ranges.push(range));
         self.batch.begin(prefix);
-        self.batch.push(prefix, data, ranges, escapes);
+        self.batch.push(prefix, data, ranges, controls);
         let first_seq = self.seq;
         let lines = ranges.len() as u64;
         self.seq += lines;

@@ -220,11 +220,14 @@ fn capture_edge_cases() {
 
     // The process's own log holds its bytes exactly as printed.
     assert!(read(dir.path(), "p.log") == data);
-    // procman.log: the terminal's lines, stamped, without escape sequences.
+    // procman.log: the terminal's lines, stamped, without escape sequences, with other
+    // control characters shown.
     let combined = unstamped(&read(dir.path(), "procman.log"));
     let clean = String::from_utf8_lossy(&expected)
         .replace("\x1b[31m", "")
-        .replace("\x1b[0m", "");
+        .replace("\x1b[0m", "")
+        .replace('\0', "^@")
+        .replace('\r', "^M");
     assert!(String::from_utf8_lossy(&combined) == clean);
 }
 
