@@ -176,7 +176,17 @@ fn rotate(dir: &OwnedFd, path: &Path) -> io::Result<()> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| context(e, &prev_path))?;
+    .map_err(|e| match examine(dir, PREVIOUS, AtFlags::empty()) {
+        Ok(stat) if file_type(&stat) != FileType::Directory => io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} is {}; procman neither follows nor replaces it: move it away or choose another --log-dir",
+                prev_path.display(),
+                if file_type(&stat) == FileType::Symlink { "a symlink" } else { "not a directory" }
+            ),
+        ),
+        _ => context(e, &prev_path),
+    })?;
     if examine(&prev, "", AtFlags::EMPTY_PATH)?.stx_uid != rustix::process::geteuid().as_raw() {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,

@@ -354,16 +354,18 @@ fn planted_symlinks_are_refused_and_their_targets_untouched() {
     std::os::unix::fs::symlink(&outside, logs.join("previous-link")).expect("symlink");
     fs::remove_dir_all(logs.join("previous")).expect("rm previous");
     fs::rename(logs.join("previous-link"), logs.join("previous")).expect("plant");
+    let err = Output::new(
+        OutputConfig {
+            log_dir: Some(logs.clone()),
+            color: ColorChoice::Never,
+        },
+        Box::new(io::sink()),
+        false,
+    )
+    .expect_err("must refuse");
     assert!(
-        Output::new(
-            OutputConfig {
-                log_dir: Some(logs.clone()),
-                color: ColorChoice::Never,
-            },
-            Box::new(io::sink()),
-            false,
-        )
-        .is_err()
+        err.to_string().contains("previous is a symlink"),
+        "says what is wrong: {err}"
     );
     assert_eq!(fs::read_dir(&outside).expect("ls").count(), 0);
     assert_eq!(fs::read(&target).expect("read"), b"precious");
@@ -582,7 +584,10 @@ fn a_stuck_terminal_holds_neither_the_logs_nor_the_final_flush() {
         .flat_map(|i| format!("0:{i}\n").into_bytes())
         .collect();
     let raw = read(dir.path(), "p.log");
-    assert!(!raw.is_empty() && written.starts_with(&raw), "p.log: {raw:?}");
+    assert!(
+        !raw.is_empty() && written.starts_with(&raw),
+        "p.log: {raw:?}"
+    );
     let log = unstamped(&read(dir.path(), "procman.log"));
     let text = String::from_utf8_lossy(&log);
     let lines: Vec<&str> = text
