@@ -820,3 +820,38 @@ fn colour_choice_parses() {
     assert_eq!("auto".parse::<ColorChoice>().ok(), Some(ColorChoice::Auto));
     assert!("sometimes".parse::<ColorChoice>().is_err());
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::super::ansi::clean;
+    use super::super::logdir::file_name;
+    use super::super::names::{columns, label};
+
+    proptest! {
+        /// Whatever the name, its label takes exactly the column's width on a terminal.
+        #[test]
+        fn labels_fill_the_column_exactly(name in "(?s).{0,64}", width in 1usize..=24) {
+            prop_assert_eq!(columns(&label(&name, width)), width);
+        }
+
+        /// Log file names fit every file system, stay in the directory and never collide.
+        #[test]
+        fn file_names_fit_stay_inside_and_differ(a in "(?s).{0,64}", b in "(?s).{0,64}") {
+            for name in [&a, &b] {
+                let file = file_name(name);
+                prop_assert!(file.len() <= 255, "{} bytes", file.len());
+                prop_assert!(!file.contains(['/', '\0']) && !file.starts_with('.'));
+            }
+            prop_assert_eq!(a == b, file_name(&a) == file_name(&b));
+        }
+
+        /// A cleaned line holds no control character but TAB.
+        #[test]
+        fn cleaned_lines_hold_no_controls(line in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut out = Vec::new();
+            clean(&line, &mut out);
+            prop_assert!(!out.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f));
+        }
+    }
+}
