@@ -280,8 +280,8 @@ impl Output {
     /// Waits until everything given so far is written, and flushes the terminal.
     ///
     /// A slow terminal is waited for, but one that takes nothing for [`STALL`] (stdout
-    /// piped into a command that never reads) is given up with an error: the logs have
-    /// everything by then, and the shutdown this ends must not hang on it.
+    /// piped into a command that never reads) is given up with an error, so that the
+    /// shutdown this ends cannot hang on it; the logs have every line read until then.
     pub fn flush(&self) -> io::Result<()> {
         let (tx, rx) = mpsc::sync_channel(1);
         if !self.inner.mailbox.send(Command::Flush(tx)) {

@@ -92,7 +92,7 @@ pub(crate) fn label(name: &str, width: usize) -> String {
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect();
-    let total: usize = clean.iter().map(|&c| char_columns(c)).sum();
+    let total = columns_of(&clean);
     let (shown, used) = if total <= width {
         (clean.into_iter().collect(), total)
     } else {
