@@ -54,6 +54,11 @@ pub fn prefix(name: &str, index: Option<usize>, width: usize, paint: bool) -> St
     String::from_utf8_lossy(prefix.terminal()).into_owned()
 }
 
+/// Terminal columns `name` takes in the name column (what [`prefix`]'s `width` counts).
+pub fn name_columns(name: &str) -> usize {
+    names::columns(name)
+}
+
 /// Whether output to a terminal (`is_tty`) is coloured under `choice` and `NO_COLOR`.
 pub fn color_enabled(choice: ColorChoice, is_tty: bool) -> bool {
     color::enabled(choice, is_tty, color::no_color_env())
