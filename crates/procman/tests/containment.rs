@@ -227,6 +227,46 @@ fn escapees_die_when_procman_is_sigkilled_even_after_its_guardian_was() {
 }
 
 #[test]
+fn a_process_that_left_its_cgroup_dies_with_a_sigkilled_procman() {
+    // Root (or a delegated user) may move a process out of procman's cgroup; the guardian
+    // used to kill only the cgroup then, and a double fork from outside it survived.
+    if !is_root() {
+        eprintln!("skipped: cgroup v2 is writable only as root here");
+        return;
+    }
+    let m = common::unique_sleep();
+    let sb = Sandbox::new("svc:\n  run: exec sleep 1000\n");
+    let mut procman = start(&sb, Mode::Cgroup, &["run"]);
+    let outside = procman.cgroup.clone().unwrap().parent().unwrap().to_owned();
+    procman.running.signal(libc::SIGTERM);
+    assert_eq!(procman.running.wait(T).code(), Some(0));
+    // procman's cgroup is made in the test's, so the next one's parent is `outside` too.
+    std::fs::write(
+        sb.file("procman.yaml"),
+        format!(
+            "svc:\n  run: \"echo $$ > {}/cgroup.procs && (setsid sleep {m} >/dev/null 2>&1 &); exec sleep {m}\"\n",
+            outside.display()
+        ),
+    )
+    .unwrap();
+    let mut procman = start(&sb, Mode::Cgroup, &["run"]);
+    assert!(
+        eventually(T, || sleeping(&m).len() == 2),
+        "{:?}\n{}",
+        sleeping(&m),
+        procman.running.stdout_text()
+    );
+    procman.running.signal(libc::SIGKILL);
+    procman.running.wait(T);
+    assert!(
+        eventually(T, || sleeping(&m).is_empty()),
+        "left behind: {:?}",
+        sleeping(&m)
+    );
+    procman.assert_cgroup_removed();
+}
+
+#[test]
 fn each_process_runs_in_its_own_cgroup() {
     if !is_root() {
         eprintln!("skipped: cgroup v2 is writable only as root here");

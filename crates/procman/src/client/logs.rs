@@ -313,7 +313,11 @@ impl Printer {
         let names: Vec<String> = std::iter::once(SUPERVISOR_NAME.to_owned())
             .chain(names)
             .collect();
-        let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+        let width = names
+            .iter()
+            .map(|n| output::name_columns(n))
+            .max()
+            .unwrap_or(0);
         let stdout = io::stdout();
         let color = output::color_enabled(ColorChoice::Auto, stdout.is_terminal());
         Printer {

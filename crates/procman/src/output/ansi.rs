@@ -1,18 +1,33 @@
-//! Removing ANSI escape sequences for the log files.
+//! Cleaning lines of escape sequences and control characters: for `procman.log`
+//! ([`clean`]) and for a terminal ([`sanitize`]).
 
 pub(crate) const ESC: u8 = 0x1b;
 const BEL: u8 = 0x07;
 
-/// Appends `line` to `out` without its ANSI escape sequences.
+/// Whether `byte` is a control character that [`clean`] removes or shows (all of C0 and
+/// DEL but TAB; a line holds no `\n`).
+pub(crate) fn is_control(byte: u8) -> bool {
+    (byte < 0x20 && byte != b'\t') || byte == 0x7f
+}
+
+/// Appends `line` to `out` without its ANSI escape sequences, and with every other
+/// control character but TAB in caret notation (`\r` as `^M`, NUL as `^@`), as
+/// `cat -v` shows them: a line shown from the log cannot return over its own time stamp
+/// and name and pass for another process's or procman's.
 ///
 /// Handles CSI (`ESC [ … final`), OSC/DCS/SOS/PM/APC strings (ended by BEL or `ESC \`)
 /// and two-byte escapes with intermediates (`ESC ( B`). An unterminated sequence runs
 /// to the end of the line. 8-bit C1 controls are left alone: they clash with UTF-8.
-pub(crate) fn strip_ansi(line: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn clean(line: &[u8], out: &mut Vec<u8>) {
     let mut rest = line;
-    while let Some(i) = memchr::memchr(ESC, rest) {
+    while let Some(i) = rest.iter().position(|&b| is_control(b)) {
         out.extend_from_slice(&rest[..i]);
-        rest = &rest[i + escape_len(&rest[i..])..];
+        if rest[i] == ESC {
+            rest = &rest[i + escape_len(&rest[i..])..];
+        } else {
+            out.extend_from_slice(&[b'^', rest[i] ^ 0x40]);
+            rest = &rest[i + 1..];
+        }
     }
     out.extend_from_slice(rest);
 }
@@ -23,10 +38,7 @@ pub(crate) fn strip_ansi(line: &[u8], out: &mut Vec<u8>) {
 /// process cannot move the cursor, retitle, or reset the terminal it is shown on.
 pub(crate) fn sanitize(line: &[u8], sgr: bool, out: &mut Vec<u8>) {
     let mut rest = line;
-    while let Some(i) = rest
-        .iter()
-        .position(|&b| b < 0x20 && b != b'\t' || b == 0x7f)
-    {
+    while let Some(i) = rest.iter().position(|&b| is_control(b)) {
         out.extend_from_slice(&rest[..i]);
         let len = if rest[i] == ESC {
             escape_len(&rest[i..])
@@ -84,11 +96,11 @@ fn string_len(s: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::{sanitize, strip_ansi};
+    use super::{clean, sanitize};
 
     fn strip(s: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        strip_ansi(s, &mut out);
+        clean(s, &mut out);
         out
     }
 
@@ -117,5 +129,15 @@ mod tests {
         assert_eq!(clean(hostile, false), b"abred\tc");
         assert_eq!(clean(b"\x1b[38:5:1mx", true), b"\x1b[38:5:1mx");
         assert_eq!(clean(b"cut\x1b[1", true), b"cut");
+    }
+
+    #[test]
+    fn shows_controls_that_move_the_cursor() {
+        assert_eq!(
+            strip(b"x\r2026-01-01T00:00:00.000Z procman | db stopped"),
+            b"x^M2026-01-01T00:00:00.000Z procman | db stopped"
+        );
+        assert_eq!(strip(b"a\0b\x08c\x7fd\te\x07"), b"a^@b^Hc^?d\te^G");
+        assert_eq!(strip(b"\x1b[2K\rfake"), b"^Mfake");
     }
 }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::ops::Range;
 use std::time::SystemTime;
 
-use super::ansi::strip_ansi;
+use super::ansi::clean;
 use super::color;
 use super::names::label;
 
@@ -20,7 +20,7 @@ impl Prefix {
     /// `color` is the name's colour index (`None`: the supervisor, in bold); `paint` says
     /// whether the terminal is coloured.
     pub(crate) fn new(name: &str, color: Option<usize>, width: usize, paint: bool) -> Prefix {
-        let plain = format!("{:>width$} | ", label(name, width));
+        let plain = format!("{} | ", label(name, width));
         let term = if paint {
             color::paint(&plain, color).into_bytes()
         } else {
@@ -81,14 +81,14 @@ impl Batch {
     }
 
     /// Adds the lines `ranges` of `data` (without their line endings) of the process
-    /// given to [`Batch::begin`]. `escapes` says whether they may hold escape sequences,
-    /// which the log must not.
+    /// given to [`Batch::begin`]. `controls` says whether they may hold escape sequences
+    /// or other control characters, which the log shows cleaned (see [`clean`]).
     pub(crate) fn push(
         &mut self,
         prefix: &Prefix,
         data: &[u8],
         ranges: &[Range<usize>],
-        escapes: bool,
+        controls: bool,
     ) {
         let text: usize = ranges.iter().map(|r| r.len()).sum();
         self.term
@@ -105,8 +105,8 @@ impl Batch {
             .reserve(text + ranges.len() * (self.log_prefix.len() + 1));
         for range in ranges {
             self.log.extend_from_slice(&self.log_prefix);
-            if escapes {
-                strip_ansi(&data[range.clone()], &mut self.log);
+            if controls {
+                clean(&data[range.clone()], &mut self.log);
             } else {
                 self.log.extend_from_slice(&data[range.clone()]);
             }

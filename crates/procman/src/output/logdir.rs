@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Statx, StatxFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Name of the combined log, which is also why `procman` gets no per-process log.
 pub(crate) const COMBINED: &str = "procman.log";
@@ -175,7 +176,17 @@ fn rotate(dir: &OwnedFd, path: &Path) -> io::Result<()> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| context(e, &prev_path))?;
+    .map_err(|e| match examine(dir, PREVIOUS, AtFlags::empty()) {
+        Ok(stat) if file_type(&stat) != FileType::Directory => io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} is {}; procman neither follows nor replaces it: move it away or choose another --log-dir",
+                prev_path.display(),
+                if file_type(&stat) == FileType::Symlink { "a symlink" } else { "not a directory" }
+            ),
+        ),
+        _ => context(e, &prev_path),
+    })?;
     if examine(&prev, "", AtFlags::EMPTY_PATH)?.stx_uid != rustix::process::geteuid().as_raw() {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -297,11 +308,16 @@ fn context(error: Errno, path: &Path) -> io::Error {
     )
 }
 
+/// Longest file name most file systems take, in bytes (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
 /// File name of the log for process `name`: injective and never leaving the directory.
 ///
 /// `%` becomes `%25`, `/` `%2F`, control characters `%XX` (NUL is `%00`, newline `%0A`),
 /// and a leading `.` `%2E`, so `../x` is stored as `%2E.%2Fx.log`; the empty name is
-/// stored as `%.log`.
+/// stored as `%.log`. A name whose file name would pass [`NAME_MAX`] bytes (64
+/// characters of four bytes each do) keeps its first 200 bytes and gets `~` and a hash
+/// of the whole name.
 pub(crate) fn file_name(name: &str) -> String {
     if name.is_empty() {
         return "%.log".to_owned();
@@ -313,6 +329,18 @@ pub(crate) fn file_name(name: &str) -> String {
             c if c.is_ascii_control() => out.push_str(&format!("%{:02X}", c as u32)),
             '.' if i == 0 => out.push_str("%2E"),
             c => out.push(c),
+        }
+    }
+    if out.len() + ".log".len() > NAME_MAX {
+        let mut cut = 200;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        let hash = Sha256::digest(name.as_bytes());
+        out.push('~');
+        for byte in &hash[..8] {
+            out.push_str(&format!("{byte:02x}"));
         }
     }
     out.push_str(".log");
@@ -354,5 +382,17 @@ mod tests {
         assert_eq!(file_name("a.b"), "a.b.log");
         assert_eq!(file_name("a\nb\0"), "a%0Ab%00.log");
         assert_eq!(file_name(""), "%.log");
+    }
+
+    #[test]
+    fn long_names_fit_a_file_name() {
+        let wide = "\u{1d54f}".repeat(64);
+        let other = format!("{}y", "\u{1d54f}".repeat(63));
+        for name in [&wide, &other, &"\n".repeat(64)] {
+            let file = file_name(name);
+            assert!(file.len() <= 255, "{} bytes", file.len());
+            assert!(file.ends_with(".log"));
+        }
+        assert_ne!(file_name(&wide), file_name(&other));
     }
 }

@@ -26,8 +26,9 @@ use std::io::{self, IsTerminal, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{broadcast, oneshot};
 
@@ -53,6 +54,11 @@ pub fn prefix(name: &str, index: Option<usize>, width: usize, paint: bool) -> St
     String::from_utf8_lossy(prefix.terminal()).into_owned()
 }
 
+/// Terminal columns `name` takes in the name column (what [`prefix`]'s `width` counts).
+pub fn name_columns(name: &str) -> usize {
+    names::columns(name)
+}
+
 /// Whether output to a terminal (`is_tty`) is coloured under `choice` and `NO_COLOR`.
 pub fn color_enabled(choice: ColorChoice, is_tty: bool) -> bool {
     color::enabled(choice, is_tty, color::no_color_env())
@@ -60,6 +66,9 @@ pub fn color_enabled(choice: ColorChoice, is_tty: bool) -> bool {
 
 /// The name under which the supervisor's own messages appear.
 pub const SUPERVISOR: &str = "procman";
+
+/// How long [`Output::flush`] waits while neither the terminal nor the logs take a byte.
+const STALL: Duration = Duration::from_secs(5);
 
 /// Lines a subscriber may fall behind before it is told it lagged.
 pub const FEED_CAPACITY: usize = 1024;
@@ -117,6 +126,8 @@ struct Inner {
     log_dir: Option<LogDir>,
     shared: Arc<Shared>,
     mailbox: Mailbox,
+    /// Bumped by every write to the terminal and every batch written to the logs.
+    progress: Arc<AtomicU64>,
 }
 
 /// State read by callers and written by the output thread.
@@ -201,10 +212,12 @@ impl Output {
             tails: Mutex::new(Tails::default()),
             feed: broadcast::channel(FEED_CAPACITY).0,
         });
+        let progress = Arc::new(AtomicU64::new(0));
         let sinks = Sinks {
-            terminal: Terminal::new(out, is_tty, color, size_fd),
+            terminal: Terminal::new(out, is_tty, color, size_fd, Arc::clone(&progress)),
             combined,
             color,
+            progress: Arc::clone(&progress),
         };
         let mailbox = pump::start(Arc::clone(&shared), sinks)?;
         mailbox.send(Command::Register {
@@ -219,6 +232,7 @@ impl Output {
                 log_dir,
                 shared,
                 mailbox,
+                progress,
             }),
         })
     }
@@ -269,12 +283,35 @@ impl Output {
     }
 
     /// Waits until everything given so far is written, and flushes the terminal.
+    ///
+    /// A slow terminal is waited for, but one that takes nothing for [`STALL`] (stdout
+    /// piped into a command that never reads) is given up with an error, so that the
+    /// shutdown this ends cannot hang on it; the logs have every line read until then.
     pub fn flush(&self) -> io::Result<()> {
         let (tx, rx) = mpsc::sync_channel(1);
         if !self.inner.mailbox.send(Command::Flush(tx)) {
             return Err(gone());
         }
-        rx.recv().unwrap_or_else(|_| Err(gone()))
+        let mut seen = self.inner.progress.load(Ordering::Relaxed);
+        loop {
+            match rx.recv_timeout(STALL) {
+                Ok(result) => return result,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(gone()),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let now = self.inner.progress.load(Ordering::Relaxed);
+                    if now == seen {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "the terminal took no output for {}s; the rest is in the logs only",
+                                STALL.as_secs()
+                            ),
+                        ));
+                    }
+                    seen = now;
+                }
+            }
+        }
     }
 
     /// The newest lines of `names` (every name, `procman` included, when empty), at most

@@ -3,12 +3,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use unicode_width::UnicodeWidthChar;
+
 use super::SUPERVISOR;
 
 /// The id of the supervisor's own name.
 pub(crate) const SUPERVISOR_ID: usize = 0;
 
-/// Widest name column, in characters; longer names are shortened in the column only.
+/// Widest name column, in terminal columns; longer names are shortened in the column only.
 pub(crate) const WIDTH_CAP: usize = 24;
 
 /// Names in the order they were registered; the supervisor's is id 0.
@@ -43,7 +45,7 @@ impl Names {
         self.names.push(Arc::clone(&name));
         self.ids.insert(name, id);
         if self.width.is_none() {
-            self.widest = self.widest.max(self.names[id].chars().count());
+            self.widest = self.widest.max(columns(&self.names[id]));
         }
         id
     }
@@ -68,24 +70,60 @@ impl Names {
     }
 }
 
-/// `name` as shown in a column of `width` characters: control characters become `?`
-/// (a name cannot break a line) and a longer name loses its middle to `…`, keeping the
-/// end that tells `worker-1` from `worker-2`.
+/// Terminal columns `name` takes in the name column (a wide character takes two, a
+/// combining mark none, a control character the one of its `?`).
+pub(crate) fn columns(name: &str) -> usize {
+    name.chars().map(char_columns).sum()
+}
+
+fn char_columns(c: char) -> usize {
+    if c.is_control() {
+        1
+    } else {
+        c.width().unwrap_or(0)
+    }
+}
+
+/// `name` as shown in a column of `width` terminal columns, right-aligned: control
+/// characters become `?` (a name cannot break a line) and a longer name loses its middle
+/// to `…`, keeping the end that tells `worker-1` from `worker-2`.
 pub(crate) fn label(name: &str, width: usize) -> String {
     let clean: Vec<char> = name
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect();
-    if clean.len() <= width {
-        return clean.into_iter().collect();
-    }
-    let kept = width.saturating_sub(1);
-    let tail = kept / 2;
-    let head = kept - tail;
-    let mut short: String = clean[..head].iter().collect();
-    short.push('…');
-    short.extend(&clean[clean.len() - tail..]);
-    short
+    let total = columns_of(&clean);
+    let (shown, used) = if total <= width {
+        (clean.into_iter().collect(), total)
+    } else {
+        let kept = width.saturating_sub(1);
+        let tail = fitting(clean.iter().rev(), kept / 2);
+        let head = fitting(
+            clean.iter(),
+            kept - columns_of(&clean[clean.len() - tail..]),
+        );
+        let mut short: String = clean[..head].iter().collect();
+        short.push('…');
+        short.extend(&clean[clean.len() - tail..]);
+        let used = columns_of(&clean[..head]) + 1 + columns_of(&clean[clean.len() - tail..]);
+        (short, used)
+    };
+    format!("{}{shown}", " ".repeat(width.saturating_sub(used)))
+}
+
+fn columns_of(chars: &[char]) -> usize {
+    chars.iter().map(|&c| char_columns(c)).sum()
+}
+
+/// How many of `chars` fit in `width` columns.
+fn fitting<'a>(chars: impl Iterator<Item = &'a char>, width: usize) -> usize {
+    let mut used = 0;
+    chars
+        .take_while(|&&c| {
+            used += char_columns(c);
+            used <= width
+        })
+        .count()
 }
 
 #[cfg(test)]
@@ -107,12 +145,26 @@ mod tests {
 
     #[test]
     fn labels() {
-        assert_eq!(label("web", 7), "web");
-        assert_eq!(label("a\nb", 7), "a?b");
+        assert_eq!(label("web", 7), "    web");
+        assert_eq!(label("a\nb", 3), "a?b");
         assert_eq!(label("postgres-replica", 8), "post…ica");
         assert_eq!(label("worker-12", 7), "wor…-12");
         assert_eq!(label("ünïcödé-name", 8), "ünïc…ame");
         assert_eq!(label("abc", 1), "…");
+    }
+
+    #[test]
+    fn wide_and_combining_names_keep_the_column() {
+        // Five CJK characters take ten columns, `e` + U+0301 one.
+        assert_eq!(label("数据库服务", 12), "  数据库服务");
+        assert_eq!(label("e\u{301}e\u{301}", 4), "  e\u{301}e\u{301}");
+        // Shortened to the columns, never past them (a wide character does not split).
+        let short = label("数据库服务数据库服务", 8);
+        assert_eq!(short, " 数据…务");
+        assert_eq!(columns(&short), 8);
+        let mut names = Names::new();
+        names.add("数据库服务");
+        assert_eq!(names.fix_width(), 10);
     }
 
     #[test]

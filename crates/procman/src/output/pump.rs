@@ -12,6 +12,7 @@ use std::io;
 use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::thread;
 use std::time::SystemTime;
@@ -22,7 +23,7 @@ use rustix::event::{EventfdFlags, eventfd};
 use rustix::io::Errno;
 use tokio::sync::oneshot;
 
-use super::ansi::ESC;
+use super::ansi::is_control;
 use super::batch::{Batch, Prefix};
 use super::lines::{CUT_WINDOW, can_wait, split_lines};
 use super::logdir::LogFile;
@@ -93,6 +94,8 @@ pub(crate) struct Sinks {
     /// `procman.log`, if there are log files.
     pub(crate) combined: Option<LogFile>,
     pub(crate) color: bool,
+    /// Counts writes to the terminal and the logs (see [`super::Output::flush`]).
+    pub(crate) progress: Arc<AtomicU64>,
 }
 
 /// Starts the output thread.
@@ -106,7 +109,10 @@ pub(crate) fn start(shared: Arc<Shared>, sinks: Sinks) -> io::Result<Mailbox> {
         epoll::EventFlags::IN,
     )?;
     let (tx, rx) = mpsc::channel();
-    let logs = sinks.combined.map(Writer::start).transpose()?;
+    let logs = sinks
+        .combined
+        .map(|combined| Writer::start(combined, sinks.progress))
+        .transpose()?;
     let pump = Pump {
         batch: Batch::new(logs.is_some()),
         logs,
@@ -345,12 +351,12 @@ impl Pump {
         let prefix = proc
             .prefix
             .get_or_insert_with(|| Prefix::new(&proc.name, Names::color(id), width, color));
-        let escapes = memchr::memchr(ESC, data).is_some();
+        let controls = data.iter().any(|&b| b != b'\n' && is_control(b));
         let ranges = &mut self.ranges;
         ranges.clear();
         let used = split_lines(data, eof, |range| ranges.push(range));
         self.batch.begin(prefix);
-        self.batch.push(prefix, data, ranges, escapes);
+        self.batch.push(prefix, data, ranges, controls);
         let first_seq = self.seq;
         let lines = ranges.len() as u64;
         self.seq += lines;
@@ -379,14 +385,22 @@ impl Pump {
     /// Writes the terminal's lines and hands the rest to the log writer; captures that
     /// ended and flushes are answered once their bytes are written.
     fn write_out(&mut self) {
+        // The logs first: a terminal that takes nothing must not hold them back.
+        if let Some(logs) = &mut self.logs {
+            std::mem::swap(&mut self.batch.log, &mut logs.current.combined);
+            if logs.len() > 0 {
+                logs.ship();
+            }
+        }
         self.terminal.write_lines(&self.batch.term);
         self.batch.clear_term();
         match &mut self.logs {
             Some(logs) => {
-                std::mem::swap(&mut self.batch.log, &mut logs.current.combined);
-                logs.current.finished.append(&mut self.finished);
-                logs.current.flushed.append(&mut self.flushed);
-                logs.ship();
+                if !self.finished.is_empty() || !self.flushed.is_empty() {
+                    logs.current.finished.append(&mut self.finished);
+                    logs.current.flushed.append(&mut self.flushed);
+                    logs.ship();
+                }
             }
             None => {
                 for (done, result) in self.finished.drain(..) {

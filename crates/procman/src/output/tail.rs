@@ -24,10 +24,11 @@ pub struct LogLine {
 }
 
 impl LogLine {
-    /// The text as `procman.log` shows it: escape sequences removed, invalid UTF-8 replaced.
+    /// The text as `procman.log` shows it: escape sequences removed, other controls as
+    /// `^M`, invalid UTF-8 replaced.
     pub fn plain_text(&self) -> String {
         let mut plain = Vec::with_capacity(self.text.len());
-        super::ansi::strip_ansi(&self.text, &mut plain);
+        super::ansi::clean(&self.text, &mut plain);
         String::from_utf8_lossy(&plain).into_owned()
     }
 }

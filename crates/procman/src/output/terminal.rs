@@ -2,12 +2,16 @@
 
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use owo_colors::OwoColorize;
 
 /// Moves to column 0 and erases the line.
 const ERASE: &[u8] = b"\r\x1b[2K";
 const DEFAULT_WIDTH: usize = 80;
+/// Bytes written at once (a pipe's capacity), so that a slow reader's progress is seen.
+const CHUNK: usize = 64 * 1024;
 
 /// Where prefixed lines are shown.
 pub(crate) struct Terminal {
@@ -16,6 +20,9 @@ pub(crate) struct Terminal {
     /// `Some` on a TTY: the status line is supported.
     status: Option<StatusLine>,
     scratch: Vec<u8>,
+    /// Counts the chunks written, for [`super::Output::flush`] to tell a slow terminal
+    /// from one that takes nothing.
+    progress: Arc<AtomicU64>,
 }
 
 /// The live status line at the bottom of a TTY.
@@ -34,6 +41,7 @@ impl Terminal {
         tty: bool,
         color: bool,
         size_fd: Option<OwnedFd>,
+        progress: Arc<AtomicU64>,
     ) -> Terminal {
         let status = tty.then_some(StatusLine {
             text: None,
@@ -46,6 +54,7 @@ impl Terminal {
             broken: false,
             status,
             scratch: Vec::new(),
+            progress,
         }
     }
 
@@ -102,11 +111,15 @@ impl Terminal {
         if self.broken {
             return;
         }
-        if let Err(e) = self.out.write_all(bytes) {
-            self.broken = true;
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                eprintln!("procman: writing output: {e}; output continues in the logs only");
+        for chunk in bytes.chunks(CHUNK) {
+            if let Err(e) = self.out.write_all(chunk) {
+                self.broken = true;
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    eprintln!("procman: writing output: {e}; output continues in the logs only");
+                }
+                return;
             }
+            self.progress.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

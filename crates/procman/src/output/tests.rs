@@ -220,11 +220,14 @@ fn capture_edge_cases() {
 
     // The process's own log holds its bytes exactly as printed.
     assert!(read(dir.path(), "p.log") == data);
-    // procman.log: the terminal's lines, stamped, without escape sequences.
+    // procman.log: the terminal's lines, stamped, without escape sequences, with other
+    // control characters shown.
     let combined = unstamped(&read(dir.path(), "procman.log"));
     let clean = String::from_utf8_lossy(&expected)
         .replace("\x1b[31m", "")
-        .replace("\x1b[0m", "");
+        .replace("\x1b[0m", "")
+        .replace('\0', "^@")
+        .replace('\r', "^M");
     assert!(String::from_utf8_lossy(&combined) == clean);
 }
 
@@ -351,16 +354,18 @@ fn planted_symlinks_are_refused_and_their_targets_untouched() {
     std::os::unix::fs::symlink(&outside, logs.join("previous-link")).expect("symlink");
     fs::remove_dir_all(logs.join("previous")).expect("rm previous");
     fs::rename(logs.join("previous-link"), logs.join("previous")).expect("plant");
+    let err = Output::new(
+        OutputConfig {
+            log_dir: Some(logs.clone()),
+            color: ColorChoice::Never,
+        },
+        Box::new(io::sink()),
+        false,
+    )
+    .expect_err("must refuse");
     assert!(
-        Output::new(
-            OutputConfig {
-                log_dir: Some(logs.clone()),
-                color: ColorChoice::Never,
-            },
-            Box::new(io::sink()),
-            false,
-        )
-        .is_err()
+        err.to_string().contains("previous is a symlink"),
+        "says what is wrong: {err}"
     );
     assert_eq!(fs::read_dir(&outside).expect("ls").count(), 0);
     assert_eq!(fs::read(&target).expect("read"), b"precious");
@@ -542,6 +547,63 @@ fn a_blocked_terminal_blocks_the_writer_and_loses_nothing() {
         .filter(|l| !l.is_empty() && !l.starts_with(b"procman |"))
         .collect();
     check_lines(&lines.join(&b'\n'), |_| "p | ".into(), 1, 200_000);
+}
+
+/// `procman run | cmd` where `cmd` never reads: the logs still get the lines read, and
+/// the final flush gives the terminal up instead of hanging the shutdown for good.
+#[test]
+fn a_stuck_terminal_holds_neither_the_logs_nor_the_final_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gate = Gate::default();
+    let release = || {
+        *lock(&gate.open.0) = true;
+        gate.open.1.notify_all();
+    };
+    let config = OutputConfig {
+        log_dir: Some(dir.path().to_path_buf()),
+        color: ColorChoice::Never,
+    };
+    let out = Output::build(config, Box::new(gate.clone()), false, false, None).expect("output");
+    let (reader, writer) = rustix::pipe::pipe().expect("pipe");
+    let mut writer = fs::File::from(writer);
+    for i in 0..1_000 {
+        writeln!(writer, "0:{i}").expect("write");
+    }
+    drop(writer);
+    let _capture = out.capture("p", reader);
+    // The terminal takes none of these lines; the logs get them all the same.
+    let logged = |file: &str| {
+        fs::read(dir.path().join(file))
+            .unwrap_or_default()
+            .ends_with(b"0:999\n")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(logged("p.log") && logged("procman.log")) {
+        if std::time::Instant::now() > deadline {
+            release();
+            panic!("the logs waited for a stuck terminal");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    check_lines(&read(dir.path(), "p.log"), |_| String::new(), 1, 1_000);
+    let log = unstamped(&read(dir.path(), "procman.log"));
+    let lines: Vec<&[u8]> = log
+        .split(|&b| b == b'\n')
+        .map(|l| &l[l.iter().take_while(|&&b| b == b' ').count()..])
+        .filter(|l| !l.is_empty() && !l.starts_with(b"procman |"))
+        .collect();
+    check_lines(&lines.join(&b'\n'), |_| "p | ".into(), 1, 1_000);
+
+    out.procman("exiting with code 0");
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let flusher = out.clone();
+    thread::spawn(move || {
+        let _ = done_tx.send(flusher.flush());
+    });
+    let flushed = done.recv_timeout(Duration::from_secs(60));
+    release();
+    let flushed = flushed.expect("the final flush waited for good on a stuck terminal");
+    assert!(flushed.is_err(), "a stuck terminal was reported as flushed");
 }
 
 #[test]
@@ -762,4 +824,39 @@ fn colour_choice_parses() {
     );
     assert_eq!("auto".parse::<ColorChoice>().ok(), Some(ColorChoice::Auto));
     assert!("sometimes".parse::<ColorChoice>().is_err());
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::super::ansi::clean;
+    use super::super::logdir::file_name;
+    use super::super::names::{columns, label};
+
+    proptest! {
+        /// Whatever the name, its label takes exactly the column's width on a terminal.
+        #[test]
+        fn labels_fill_the_column_exactly(name in "(?s).{0,64}", width in 1usize..=24) {
+            prop_assert_eq!(columns(&label(&name, width)), width);
+        }
+
+        /// Log file names fit every file system, stay in the directory and never collide.
+        #[test]
+        fn file_names_fit_stay_inside_and_differ(a in "(?s).{0,64}", b in "(?s).{0,64}") {
+            for name in [&a, &b] {
+                let file = file_name(name);
+                prop_assert!(file.len() <= 255, "{} bytes", file.len());
+                prop_assert!(!file.contains(['/', '\0']) && !file.starts_with('.'));
+            }
+            prop_assert_eq!(a == b, file_name(&a) == file_name(&b));
+        }
+
+        /// A cleaned line holds no control character but TAB.
+        #[test]
+        fn cleaned_lines_hold_no_controls(line in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut out = Vec::new();
+            clean(&line, &mut out);
+            prop_assert!(!out.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f));
+        }
+    }
 }

@@ -7,7 +7,8 @@
 
 use std::io;
 use std::ops::Range;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 
 use tokio::sync::oneshot;
@@ -51,13 +52,14 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread for `combined` (`procman.log`).
-    pub(crate) fn start(combined: LogFile) -> io::Result<Writer> {
+    /// Starts the writer thread for `combined` (`procman.log`); it counts the batches it
+    /// writes in `progress`.
+    pub(crate) fn start(combined: LogFile, progress: Arc<AtomicU64>) -> io::Result<Writer> {
         let (queue, work) = mpsc::sync_channel(QUEUE);
         let (recycle, spare) = mpsc::channel();
         thread::Builder::new()
             .name("procman-logs".into())
-            .spawn(move || write_all(combined, work, recycle))?;
+            .spawn(move || write_all(combined, work, recycle, &progress))?;
         Ok(Writer {
             queue,
             spare,
@@ -100,6 +102,7 @@ fn write_all(
     mut combined: LogFile,
     work: mpsc::Receiver<Work>,
     recycle: mpsc::Sender<Box<LogBatch>>,
+    progress: &AtomicU64,
 ) {
     let mut logs: Vec<Option<LogFile>> = Vec::new();
     for item in work {
@@ -117,6 +120,7 @@ fn write_all(
                     }
                 }
                 combined.write(&batch.combined);
+                progress.fetch_add(1, Ordering::Relaxed);
                 for (done, result) in batch.finished.drain(..) {
                     let _ = done.send(result);
                 }

@@ -289,10 +289,10 @@ fn guardian(pipe: OwnedFd, instance: &str, cgroup: Option<PathBuf>) -> ! {
     if let Some(dir) = &cgroup {
         cgroup::kill(dir);
     }
-    // In cgroup mode the cgroup holds everything; without, processes that left the tree
-    // while their parent ran are still found by what they inherited.
-    let marked =
-        (cgroup.is_none() && !instance.is_empty()).then(|| format!("{INSTANCE_ENV}={instance}"));
+    // Processes that left the tree while their parent ran, and (cgroup mode) those that
+    // moved themselves out of the cgroup (root or a delegated user may), are still found
+    // by what they inherited.
+    let marked = (!instance.is_empty()).then(|| format!("{INSTANCE_ENV}={instance}"));
     let chosen = |p: &procfs::Proc| {
         targets.contains(&Target::Group(p.pgid))
             || targets.contains(&Target::Stray {

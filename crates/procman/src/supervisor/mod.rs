@@ -781,7 +781,9 @@ impl Runner {
         self.reap_orphans();
         self.output_files.keep(&self.output);
         self.output.procman(&format!("exiting with code {code}"));
-        let _ = self.output.flush();
+        if let Err(e) = self.output.flush() {
+            eprintln!("procman: {e}");
+        }
     }
 }
 

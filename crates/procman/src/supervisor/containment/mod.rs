@@ -36,8 +36,8 @@ use tokio::io::unix::AsyncFd;
 pub const NO_CGROUP_ENV: &str = "PROCMAN_NO_CGROUP";
 
 /// Environment variable every process inherits, naming this procman (`PID-STARTTIME`):
-/// in process-group mode the guardian also kills processes that carry it, which finds
-/// those that left procman's process tree while their parent was still running.
+/// the guardian also kills processes that carry it, which finds those that left
+/// procman's process tree while their parent was still running, or its cgroup.
 pub const INSTANCE_ENV: &str = "PROCMAN_INSTANCE";
 
 /// How long the end of the run waits for killed leftovers to disappear.
