@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -56,6 +56,38 @@ impl Shell {
     /// The shell binary.
     pub fn program(&self) -> &Path {
         &self.program
+    }
+
+    /// What the shell would add to the environment of `path`, which it executes in place
+    /// of itself, for a command executed without it: `PWD` naming the directory it runs
+    /// in (kept if it already does), and for bash `SHLVL` (`0` when unset: bash counts
+    /// itself, then uncounts the exec) and `_` (the command's path).
+    fn added_env(
+        &self,
+        env: &BTreeMap<String, String>,
+        cwd: Option<&Path>,
+        path: &Path,
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut added = Vec::new();
+        let dir = cwd.unwrap_or(Path::new("."));
+        let same = |a: &Path, b: &Path| match (a.metadata(), b.metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        let valid_pwd = env
+            .get("PWD")
+            .is_some_and(|pwd| Path::new(pwd).is_absolute() && same(Path::new(pwd), dir));
+        if !valid_pwd && let Ok(physical) = std::fs::canonicalize(dir) {
+            added.push(("PWD", physical.into_os_string().into_vec()));
+        }
+        if self.program.file_name() == Some(std::ffi::OsStr::new("bash")) {
+            if !env.contains_key("SHLVL") {
+                added.push(("SHLVL", b"0".to_vec()));
+            }
+            added.push(("_", path.as_os_str().as_bytes().to_vec()));
+        }
+        added
     }
 }
 
@@ -184,21 +216,30 @@ fn clone_child(
     output: &OwnedFd,
 ) -> Result<(u32, OwnedFd), spawn::SpawnError> {
     let invalid = spawn::SpawnError::Clone;
+    let decision = if shell.always {
+        Decision::Shell
+    } else {
+        command::decide(launch.script, launch.env, launch.cwd)
+    };
+    let added = match &decision {
+        Decision::Exec { path, .. } => shell.added_env(launch.env, launch.cwd, path),
+        _ => Vec::new(),
+    };
     let mut env = CStrings::default();
     for (key, value) in launch.env {
-        env.push(&[key.as_bytes(), b"=", value.as_bytes()])
-            .map_err(invalid)?;
+        if !added.iter().any(|(k, _)| k == key) {
+            env.push(&[key.as_bytes(), b"=", value.as_bytes()])
+                .map_err(invalid)?;
+        }
+    }
+    for (key, value) in &added {
+        env.push(&[key.as_bytes(), b"=", value]).map_err(invalid)?;
     }
     let cwd = launch
         .cwd
         .map(|cwd| CString::new(cwd.as_os_str().as_bytes()))
         .transpose()
         .map_err(|e| invalid(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    let decision = if shell.always {
-        Decision::Shell
-    } else {
-        command::decide(launch.script, launch.env, launch.cwd)
-    };
     let failure = |command| Failure {
         name: launch.name,
         command,
