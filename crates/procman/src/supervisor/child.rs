@@ -120,7 +120,8 @@ pub struct Launch<'a> {
 /// Starts children: the shell, what [`spawn`] needs kept between spawns.
 pub struct Spawner {
     shell: Shell,
-    /// The child's stack; `None` where `clone3` cannot be used (then `std::process`).
+    /// The child's stack; `None` where `clone3` cannot be used: then `std::process` runs
+    /// every script through the shell (the direct path needs the child's exec errors).
     stack: Option<spawn::Stack>,
     /// `/dev/null`, every child's stdin.
     null: OwnedFd,
