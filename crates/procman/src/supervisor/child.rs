@@ -1,10 +1,11 @@
-//! Spawning one child: the shell, its process group (and cgroup), its output pipe, its exit.
+//! Spawning one child: the shell (or the command alone, [`command`]), its process group
+//! (and cgroup), its output pipe, its exit. The process itself is created by [`spawn`].
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -13,6 +14,9 @@ use std::sync::Arc;
 use rustix::fs::{Mode, OFlags};
 use rustix::process::{Pid, PidfdFlags, WaitOptions, pidfd_open, waitpid};
 use tokio::io::unix::AsyncFd;
+
+use super::command::{self, Decision};
+use super::spawn::{self, CStrings, Exec, Failure, Request, Step};
 
 /// The shell that runs `run` scripts.
 ///
@@ -23,19 +27,28 @@ use tokio::io::unix::AsyncFd;
 pub struct Shell {
     program: PathBuf,
     flags: &'static [&'static str],
+    /// [`ALWAYS_SHELL_ENV`] is set: never skip the shell.
+    always: bool,
 }
+
+/// Environment variable (of procman) that sends every script through the shell, even
+/// one that does not need it ([`command`]).
+pub const ALWAYS_SHELL_ENV: &str = "PROCMAN_ALWAYS_SHELL";
 
 impl Shell {
     /// bash from `PATH` if present, else `/bin/sh`.
     pub fn detect() -> Shell {
+        let always = std::env::var_os(ALWAYS_SHELL_ENV).is_some_and(|v| !v.is_empty() && v != "0");
         match find_in_path("bash") {
             Some(bash) => Shell {
                 program: bash,
                 flags: &["-e", "-u", "-o", "pipefail", "-c"],
+                always,
             },
             None => Shell {
                 program: PathBuf::from("/bin/sh"),
                 flags: &["-e", "-u", "-c"],
+                always,
             },
         }
     }
@@ -43,6 +56,38 @@ impl Shell {
     /// The shell binary.
     pub fn program(&self) -> &Path {
         &self.program
+    }
+
+    /// What the shell would add to the environment of `path`, which it executes in place
+    /// of itself, for a command executed without it: `PWD` naming the directory it runs
+    /// in (kept if it already does), and for bash `SHLVL` (`0` when unset: bash counts
+    /// itself, then uncounts the exec) and `_` (the command's path).
+    fn added_env(
+        &self,
+        env: &BTreeMap<String, String>,
+        cwd: Option<&Path>,
+        path: &Path,
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut added = Vec::new();
+        let dir = cwd.unwrap_or(Path::new("."));
+        let same = |a: &Path, b: &Path| match (a.metadata(), b.metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        let valid_pwd = env
+            .get("PWD")
+            .is_some_and(|pwd| Path::new(pwd).is_absolute() && same(Path::new(pwd), dir));
+        if !valid_pwd && let Ok(physical) = std::fs::canonicalize(dir) {
+            added.push(("PWD", physical.into_os_string().into_vec()));
+        }
+        if self.program.file_name() == Some(std::ffi::OsStr::new("bash")) {
+            if !env.contains_key("SHLVL") {
+                added.push(("SHLVL", b"0".to_vec()));
+            }
+            added.push(("_", path.as_os_str().as_bytes().to_vec()));
+        }
+        added
     }
 }
 
@@ -59,6 +104,8 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
 
 /// What to start.
 pub struct Launch<'a> {
+    /// The process name (for the line that says its command cannot run).
+    pub name: &'a str,
     /// Script for the shell's `-c`.
     pub script: &'a str,
     /// The complete environment (nothing else is inherited).
@@ -68,6 +115,28 @@ pub struct Launch<'a> {
     /// The directory of its cgroup: the child starts in it (`CLONE_INTO_CGROUP`), so
     /// nothing it runs is ever outside.
     pub cgroup: Option<BorrowedFd<'a>>,
+}
+
+/// Starts children: the shell, what [`spawn`] needs kept between spawns.
+pub struct Spawner {
+    shell: Shell,
+    /// The child's stack; `None` where `clone3` cannot be used: then `std::process` runs
+    /// every script through the shell (the direct path needs the child's exec errors).
+    stack: Option<spawn::Stack>,
+    /// `/dev/null`, every child's stdin.
+    null: OwnedFd,
+}
+
+impl Spawner {
+    /// Finds the shell and prepares what every spawn uses.
+    pub fn new() -> io::Result<Spawner> {
+        let null = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(Spawner {
+            shell: Shell::detect(),
+            stack: spawn::Stack::new().ok(),
+            null: above_stdio(null)?,
+        })
+    }
 }
 
 /// A running child: the leader of its own process group.
@@ -80,32 +149,28 @@ pub struct Child {
 impl Child {
     /// Spawns `launch` in a new process group (and its cgroup) with stdin on `/dev/null`
     /// and stdout and stderr on one pipe, whose read end is returned for the output capture.
-    pub fn spawn(shell: &Shell, launch: &Launch<'_>) -> io::Result<(Child, OwnedFd)> {
+    /// A script that needs no shell is executed directly ([`command`]).
+    pub fn spawn(spawner: &mut Spawner, launch: &Launch<'_>) -> io::Result<(Child, OwnedFd)> {
         let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        let spawned = match launch.cgroup {
-            Some(cgroup) => match clone_into_cgroup(shell, launch, cgroup, write_end) {
-                // clone3 filtered out (an old seccomp profile): move in before exec,
-                // which costs the kernel a grace period per spawn.
-                Err((e, Some(write_end))) if e.raw_os_error() == Some(libc::ENOSYS) => {
-                    spawn_command(shell, launch, write_end)
+        let write_end = above_stdio(write_end)?;
+        let spawned = match spawner.stack.as_mut() {
+            Some(stack) => {
+                match clone_child(&spawner.shell, stack, &spawner.null, launch, &write_end) {
+                    Err(spawn::SpawnError::Unsupported) => {
+                        spawner.stack = None;
+                        spawn_command(&spawner.shell, launch, write_end)
+                    }
+                    other => {
+                        drop(write_end);
+                        other.map_err(|e| spawn_error(&spawner.shell, launch, e))
+                    }
                 }
-                other => other.map_err(|(e, _)| e),
-            },
-            None => spawn_command(shell, launch, write_end),
+            }
+            None => spawn_command(&spawner.shell, launch, write_end),
         };
         // Our copies of the pipe's write end are gone here, so the capture sees EOF once
         // everything the child started has closed it.
-        let (pid, pidfd) = spawned.map_err(|e| {
-            let hint = match launch.cwd {
-                Some(cwd) if !cwd.is_dir() => format!(" (cwd {} does not exist)", cwd.display()),
-                _ if launch.cgroup.is_some() && e.kind() != io::ErrorKind::NotFound => {
-                    " (starting the shell in its cgroup; PROCMAN_NO_CGROUP=1 runs without cgroups)"
-                        .into()
-                }
-                _ => String::new(),
-            };
-            io::Error::new(e.kind(), format!("{}: {e}{hint}", shell.program.display()))
-        })?;
+        let (pid, pidfd) = spawned?;
         let exited = super::containment::readable_fd(pidfd)?;
         Ok((
             Child {
@@ -134,8 +199,135 @@ impl Child {
     }
 }
 
-/// Spawns with `std::process::Command` (`posix_spawn` where it can). With a cgroup (only
-/// when clone3 is unavailable) the child writes itself into it before exec.
+/// `fd` itself, or a copy numbered 3 or above if it is 0, 1 or 2 (procman started with
+/// closed stdio), so that setting up the child's stdio cannot overwrite it.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 3)?)
+}
+
+/// Prepares argv, envp and cwd (the only allocations of a spawn) and clones the child.
+fn clone_child(
+    shell: &Shell,
+    stack: &mut spawn::Stack,
+    null: &OwnedFd,
+    launch: &Launch<'_>,
+    output: &OwnedFd,
+) -> Result<(u32, OwnedFd), spawn::SpawnError> {
+    let invalid = spawn::SpawnError::Clone;
+    let decision = if shell.always {
+        Decision::Shell
+    } else {
+        command::decide(launch.script, launch.env, launch.cwd)
+    };
+    let added = match &decision {
+        Decision::Exec { path, .. } => shell.added_env(launch.env, launch.cwd, path),
+        _ => Vec::new(),
+    };
+    let mut env = CStrings::default();
+    for (key, value) in launch.env {
+        if !added.iter().any(|(k, _)| k == key) {
+            env.push(&[key.as_bytes(), b"=", value.as_bytes()])
+                .map_err(invalid)?;
+        }
+    }
+    for (key, value) in &added {
+        env.push(&[key.as_bytes(), b"=", value]).map_err(invalid)?;
+    }
+    let cwd = launch
+        .cwd
+        .map(|cwd| CString::new(cwd.as_os_str().as_bytes()))
+        .transpose()
+        .map_err(|e| invalid(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let failure = |command| Failure {
+        name: launch.name,
+        command,
+    };
+    let (mut argv, mut script) = (CStrings::default(), CStrings::default());
+    let path;
+    let exec = match decision {
+        Decision::Shell => {
+            argv.push(&[shell.program.as_os_str().as_bytes()])
+                .map_err(invalid)?;
+            for flag in shell.flags {
+                argv.push(&[flag.as_bytes()]).map_err(invalid)?;
+            }
+            argv.push(&[launch.script.as_bytes()]).map_err(invalid)?;
+            Exec::Shell { argv: &mut argv }
+        }
+        Decision::Exec { path: found, words } => {
+            path = CString::new(found.as_os_str().as_bytes())
+                .map_err(|e| invalid(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+            script
+                .push(&[shell.program.as_os_str().as_bytes()])
+                .map_err(invalid)?;
+            script.push(&[path.as_bytes()]).map_err(invalid)?;
+            for (i, word) in words.iter().enumerate() {
+                argv.push(&[word.as_bytes()]).map_err(invalid)?;
+                if i > 0 {
+                    script.push(&[word.as_bytes()]).map_err(invalid)?;
+                }
+            }
+            Exec::Command {
+                path: &path,
+                argv: &mut argv,
+                script: &mut script,
+                failure: failure(words[0]),
+            }
+        }
+        Decision::Fail {
+            code,
+            reason,
+            command,
+        } => Exec::Fail {
+            code,
+            reason,
+            failure: failure(command),
+        },
+    };
+    let mut request = Request {
+        exec,
+        env: &mut env,
+        cwd: cwd.as_deref(),
+        stdin: null.as_fd(),
+        output: output.as_fd(),
+        cgroup: launch.cgroup,
+    };
+    spawn::spawn(stack, &mut request)
+}
+
+/// A failed spawn as one clear error.
+fn spawn_error(shell: &Shell, launch: &Launch<'_>, error: spawn::SpawnError) -> io::Error {
+    let (what, e) = match error {
+        spawn::SpawnError::Child(Step::Cwd, e) => {
+            let cwd = launch.cwd.map(Path::display);
+            (
+                format!(
+                    "cannot enter its cwd {}",
+                    cwd.map(|c| c.to_string()).unwrap_or_default()
+                ),
+                e,
+            )
+        }
+        spawn::SpawnError::Child(Step::Exec, e) => (shell.program.display().to_string(), e),
+        spawn::SpawnError::Child(step, e) => (format!("setting up the process ({step:?})"), e),
+        spawn::SpawnError::Clone(e) => {
+            let hint = if launch.cgroup.is_some() && e.kind() != io::ErrorKind::InvalidInput {
+                " (starting it in its cgroup; PROCMAN_NO_CGROUP=1 runs without cgroups)"
+            } else {
+                ""
+            };
+            return io::Error::new(e.kind(), format!("{e}{hint}"));
+        }
+        spawn::SpawnError::Unsupported => return io::Error::other("clone3 is unavailable"),
+    };
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Spawns the shell with `std::process::Command` (`posix_spawn` where it can), where
+/// `clone3` cannot be used. With a cgroup the child writes itself into it before exec.
 fn spawn_command(
     shell: &Shell,
     launch: &Launch<'_>,
@@ -173,183 +365,17 @@ fn spawn_command(
             });
         }
     }
-    let child = command.spawn()?;
+    let child = command.spawn().map_err(|e| {
+        let hint = match launch.cwd {
+            Some(cwd) if !cwd.is_dir() => format!(" (cwd {} does not exist)", cwd.display()),
+            _ => String::new(),
+        };
+        io::Error::new(e.kind(), format!("{}: {e}{hint}", shell.program.display()))
+    })?;
     let pid = Pid::from_raw(child.id() as i32).ok_or_else(|| io::Error::other("pid 0"))?;
     // Not reaped yet (dropping `child` neither waits nor kills), so the pid is still it.
     let pidfd = pidfd_open(pid, PidfdFlags::NONBLOCK)?;
     Ok((child.id(), pidfd))
-}
-
-/// `CLONE_INTO_CGROUP` (Linux 5.7), wider than the `c_int` libc declares it as.
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-/// `clone3` arguments (`struct clone_args`, Linux 5.7 for `cgroup`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-/// Spawns the shell directly into the cgroup `cgroup` with `clone3(CLONE_INTO_CGROUP)`:
-/// no migration afterwards, which would cost the kernel an RCU grace period per spawn.
-/// Returns the pipe's write end with the error when `clone3` itself is unavailable.
-fn clone_into_cgroup(
-    shell: &Shell,
-    launch: &Launch<'_>,
-    cgroup: BorrowedFd<'_>,
-    write_end: OwnedFd,
-) -> Result<(u32, OwnedFd), (io::Error, Option<OwnedFd>)> {
-    let no_nul = |e: std::ffi::NulError| io::Error::new(io::ErrorKind::InvalidInput, e);
-    let prepared = (|| {
-        let program = CString::new(shell.program.as_os_str().as_bytes()).map_err(no_nul)?;
-        let mut argv = vec![program.clone()];
-        for flag in shell.flags {
-            argv.push(CString::new(*flag).map_err(no_nul)?);
-        }
-        argv.push(CString::new(launch.script).map_err(no_nul)?);
-        let envp = launch
-            .env
-            .iter()
-            .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(no_nul))
-            .collect::<io::Result<Vec<CString>>>()?;
-        let cwd = launch
-            .cwd
-            .map(|cwd| CString::new(cwd.as_os_str().as_bytes()).map_err(no_nul))
-            .transpose()?;
-        let null = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
-        let (report_read, report_write) =
-            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        Ok::<_, io::Error>((program, argv, envp, cwd, null, report_read, report_write))
-    })();
-    let (program, argv, envp, cwd, null, report_read, report_write) = match prepared {
-        Ok(prepared) => prepared,
-        Err(e) => return Err((e, None)),
-    };
-    let argv_ptrs: Vec<*const libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp_ptrs: Vec<*const libc::c_char> = envp
-        .iter()
-        .map(|e| e.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let mut pidfd: libc::c_int = -1;
-    let args = CloneArgs {
-        flags: CLONE_INTO_CGROUP | (libc::CLONE_PIDFD as u64),
-        pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup.as_raw_fd() as u64,
-        ..CloneArgs::default()
-    };
-    let (null_fd, out_fd, report_fd) = (
-        null.as_raw_fd(),
-        write_end.as_raw_fd(),
-        report_write.as_raw_fd(),
-    );
-    let cwd_ptr = cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: clone3 without CLONE_VM gives the child a copy of this address space, like
-    // fork; `args` and `pidfd` outlive the call.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            std::ptr::addr_of!(args),
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if pid == 0 {
-        // SAFETY: the child of a multi-threaded process: only async-signal-safe calls on
-        // memory prepared before the clone, then exec or _exit.
-        unsafe {
-            exec_child(
-                null_fd,
-                out_fd,
-                report_fd,
-                cwd_ptr,
-                program.as_ptr(),
-                &argv_ptrs,
-                &envp_ptrs,
-            )
-        }
-    }
-    if pid < 0 {
-        let e = io::Error::last_os_error();
-        return Err((e, Some(write_end)));
-    }
-    drop((write_end, report_write, null));
-    // SAFETY: CLONE_PIDFD stored a new descriptor that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    // The report pipe closes on exec (EOF) or carries the errno of what failed.
-    let mut errno = [0u8; 4];
-    let mut report = std::fs::File::from(report_read);
-    let reported = loop {
-        match std::io::Read::read(&mut report, &mut errno) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break 0,
-        }
-    };
-    if reported == 4 {
-        if let Some(child) = Pid::from_raw(pid as i32) {
-            let _ = waitpid(Some(child), WaitOptions::empty());
-        }
-        return Err((
-            io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
-            None,
-        ));
-    }
-    Ok((pid as u32, pidfd))
-}
-
-/// In the cloned child: own process group, default signal handling, stdio, working
-/// directory, exec; on failure the errno goes to `report` and the child exits 127.
-///
-/// # Safety
-/// Call only in a freshly cloned child, with descriptors and pointers prepared before.
-unsafe fn exec_child(
-    null: RawFd,
-    out: RawFd,
-    report: RawFd,
-    cwd: *const libc::c_char,
-    program: *const libc::c_char,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-) -> ! {
-    // SAFETY: async-signal-safe system calls on integers and on memory that the parent
-    // prepared and that this copy of the address space still holds.
-    unsafe {
-        let fail = |report: RawFd| -> ! {
-            let errno = *libc::__errno_location();
-            libc::write(report, (&errno as *const i32).cast(), 4);
-            libc::_exit(127)
-        };
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        // Rust ignores SIGPIPE; a child must not inherit that.
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        if libc::setpgid(0, 0) != 0
-            || libc::dup2(null, 0) < 0
-            || libc::dup2(out, 1) < 0
-            || libc::dup2(out, 2) < 0
-            || (!cwd.is_null() && libc::chdir(cwd) != 0)
-        {
-            fail(report);
-        }
-        libc::execve(program, argv.as_ptr(), envp.as_ptr());
-        fail(report)
-    }
 }
 
 /// Resolves when a child exits (a pidfd becoming readable: no SIGCHLD, no polling).

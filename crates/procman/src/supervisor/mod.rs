@@ -9,11 +9,13 @@
 //! machine returns: it spawns, signals, arms timers, replies. No handler awaits a process.
 //! Between inputs the supervisor sleeps in the kernel: an idle supervisor never wakes up.
 //!
-//! `child` spawns one process, `containment` holds each process with everything it starts
+//! `child` spawns one process (`spawn` creates it, `command` skips the shell when it cannot
+//! matter), `containment` holds each process with everything it starts
 //! (cgroup or process group, subreaper), `lifeline` kills all of it if the supervisor dies,
 //! `tasks` runs dependency waiters and watches, `listening` is the control side.
 
 mod child;
+mod command;
 pub mod containment;
 pub mod lifeline;
 mod listening;
@@ -21,6 +23,7 @@ mod logs;
 pub mod machine;
 mod output_files;
 mod runs;
+mod spawn;
 mod tasks;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -37,8 +40,8 @@ use crate::control::{Incoming, ReplyStream};
 use crate::deps::ExitState;
 use crate::output::Output;
 use crate::protocol::{Exit, Message, ProcessName, Reply};
-pub use child::Shell;
-use child::{Child, Launch};
+pub use child::{ALWAYS_SHELL_ENV, Shell};
+use child::{Child, Launch, Spawner};
 pub use containment::Containment;
 use containment::{Unit, Watcher};
 pub use lifeline::Lifeline;
@@ -121,6 +124,13 @@ pub async fn run(
         serve,
         options.debug,
     );
+    let spawner = match Spawner::new() {
+        Ok(spawner) => spawner,
+        Err(e) => {
+            output.procman(&format!("cannot prepare spawning processes: {e}"));
+            return 1;
+        }
+    };
     let mut runner = Runner {
         machine,
         config,
@@ -129,7 +139,7 @@ pub async fn run(
         watcher: None,
         units: HashMap::new(),
         lifeline,
-        shell: Shell::detect(),
+        spawner,
         base_env,
         inputs,
         local: VecDeque::new(),
@@ -157,7 +167,7 @@ struct Runner {
     /// Every unit with something left, by leader pid.
     units: HashMap<u32, Tracked>,
     lifeline: Arc<Lifeline>,
-    shell: Shell,
+    spawner: Spawner,
     base_env: BTreeMap<String, String>,
     inputs: mpsc::UnboundedSender<Input>,
     /// Results of effects performed synchronously (spawns), handled before the inbox.
@@ -467,12 +477,13 @@ impl Runner {
         self.output_files.prepare(name, &self.output);
         let spawned = self.prepare(&spec, env).and_then(|(script, env)| {
             let launch = Launch {
+                name: name.as_str(),
                 script: &script,
                 env: &env,
                 cwd: spec.cwd.as_deref(),
                 cgroup: leaf.as_ref().and_then(containment::cgroup::Leaf::handle),
             };
-            Child::spawn(&self.shell, &launch).map_err(|e| e.to_string())
+            Child::spawn(&mut self.spawner, &launch).map_err(|e| e.to_string())
         });
         let (child, pipe) = match spawned {
             Ok(spawned) => spawned,
