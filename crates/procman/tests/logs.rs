@@ -43,13 +43,15 @@ fn of<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
 fn stack() -> (Served, common::Running) {
     let m = unique_sleep();
     let s = Served::new(&format!(
-        "a:\n  run: echo a1; read x < ab; echo a2; read x < ab; echo a3; exec sleep {m}\n\
-         b:\n  run: read x < ba; echo b1; echo go > ab; read x < ba; echo b2; echo go > ab; exec sleep {m}\n\
-         driver:\n  run: for i in 1 2; do sleep 0.2; echo go > ba; done; exec sleep {m}\n\
+        "a:\n  run: echo a1; echo go > ba1; read x < ab1; echo a2; echo go > ba2; read x < ab2; echo a3; exec sleep {m}\n\
+         b:\n  run: read x < ba1; echo b1; echo go > ab1; read x < ba2; echo b2; echo go > ab2; exec sleep {m}\n\
          worker:\n  for_each:\n    glob: \"cf/*.yaml\"\n    as: CF\n  run: echo \"hi $CF\"; exec sleep {m}\n"
     ));
-    mkfifo(&s.sb.file("ab"));
-    mkfifo(&s.sb.file("ba"));
+    // One FIFO per step: a second line written before the reader closed would be lost
+    // with the FIFO's buffer when it did.
+    for fifo in ["ab1", "ab2", "ba1", "ba2"] {
+        mkfifo(&s.sb.file(fifo));
+    }
     std::fs::create_dir(s.sb.file("cf")).unwrap();
     std::fs::write(s.sb.file("cf/one.yaml"), "").unwrap();
     std::fs::write(s.sb.file("cf/two.yaml"), "").unwrap();
