@@ -16,7 +16,8 @@ pub const SUPERVISOR_NAME: &str = "procman";
 /// derived from those (`for_each` and replica instances, deduplicated runtime names).
 ///
 /// Valid names are non-empty, at most [`MAX_NAME`] characters, contain no control
-/// character and no `/`, and are not [`SUPERVISOR_NAME`]. Cheap to clone.
+/// character, no bidirectional or invisible formatting character and no `/`, and are not
+/// [`SUPERVISOR_NAME`]. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ProcessName(Arc<str>);
@@ -35,12 +36,22 @@ pub enum InvalidName {
         /// Its length in characters.
         len: usize,
     },
-    /// Contains a control character or `/`.
-    #[error("process name {0:?} contains {1}; names may not contain `/` or control characters")]
+    /// Contains a control character, a bidirectional or invisible formatting character,
+    /// or `/`.
+    #[error(
+        "process name {0:?} contains {1}; names may not contain `/`, control characters or bidirectional/invisible formatting characters"
+    )]
     BadCharacter(String, &'static str),
     /// The supervisor's own name.
     #[error("`{SUPERVISOR_NAME}` is reserved for the supervisor's own lines; choose another name")]
     Reserved,
+}
+
+/// Bidirectional overrides, isolates and marks, and zero-width characters: printed in a
+/// lifecycle line or a prefix, they reorder or hide the text around them (`web\u{202E}…`
+/// would show another process's name).
+fn reorders_text(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 impl ProcessName {
@@ -56,11 +67,14 @@ impl ProcessName {
                 len,
             });
         }
-        if let Some(c) = name.chars().find(|c| c.is_control() || *c == '/') {
-            let what = if c == '/' {
-                "`/`"
-            } else {
-                "a control character"
+        if let Some(c) = name
+            .chars()
+            .find(|&c| c.is_control() || c == '/' || reorders_text(c))
+        {
+            let what = match c {
+                '/' => "`/`",
+                c if c.is_control() => "a control character",
+                _ => "a bidirectional or invisible formatting character",
             };
             return Err(InvalidName::BadCharacter(name.to_owned(), what));
         }
@@ -169,6 +183,14 @@ mod tests {
             ProcessName::new("a\nb"),
             Err(InvalidName::BadCharacter(_, "a control character"))
         ));
+        assert!(matches!(
+            ProcessName::new("web\u{202E}nimda"),
+            Err(InvalidName::BadCharacter(
+                _,
+                "a bidirectional or invisible formatting character"
+            ))
+        ));
+        assert!(ProcessName::new("数据库-é").is_ok());
         assert_eq!(ProcessName::new("procman"), Err(InvalidName::Reserved));
         let e = ProcessName::new("procman").unwrap_err().to_string();
         assert!(e.contains("reserved"), "{e}");
