@@ -152,8 +152,11 @@ fn entry(file: &str, stat: &Statx) -> Entry {
     }
 }
 
+/// Appends `entry` on a line of its own. The line also starts with `\n`, so a record cut
+/// short before it (a full disk, a crash) cannot swallow this one.
 fn record(manifest: &File, entry: &Entry) -> io::Result<()> {
-    let mut line = serde_json::to_vec(entry)?;
+    let mut line = vec![b'\n'];
+    serde_json::to_writer(&mut line, entry)?;
     line.push(b'\n');
     (&*manifest).write_all(&line)
 }
@@ -371,7 +374,28 @@ impl LogFile {
 
 #[cfg(test)]
 mod tests {
-    use super::file_name;
+    use super::{Entry, file_name, parse, record};
+
+    #[test]
+    fn a_record_cut_short_does_not_swallow_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest");
+        std::fs::write(&path, br#"{"file":"a.log","dev":1,"#).unwrap();
+        let manifest = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let entry = Entry {
+            file: "b.log".into(),
+            dev: 1,
+            ino: 2,
+            born: None,
+        };
+        record(&manifest, &entry).unwrap();
+        let text = std::fs::read(&path).unwrap();
+        let files: Vec<String> = parse(&text).map(|e| e.file).collect();
+        assert_eq!(files, ["b.log"]);
+    }
 
     #[test]
     fn names_stay_inside() {
