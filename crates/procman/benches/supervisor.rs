@@ -20,11 +20,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Project, median, now_secs, sorted_median, wait_for_stamp};
+use common::{Project, median, now_secs, sorted_median, status_field, wait_for_stamp};
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -186,7 +186,7 @@ fn idle(bin: &Path, window: Duration) -> (u64, u64) {
     let before = switches(pid);
     std::thread::sleep(window);
     let after = switches(pid);
-    let rss = status_field(&PathBuf::from(format!("/proc/{pid}/status")), "VmRSS:");
+    let rss = status_field(format!("/proc/{pid}/status"), "VmRSS:");
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     child.wait().unwrap();
@@ -203,15 +203,6 @@ fn switches(pid: u32) -> u64 {
                 + status_field(&status, "nonvoluntary_ctxt_switches:")
         })
         .sum()
-}
-
-fn status_field(path: &Path, field: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn cores() -> usize {

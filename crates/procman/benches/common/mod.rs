@@ -94,3 +94,14 @@ pub fn sorted_median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     median(&values)
 }
+
+/// The number in a `/proc/PID/status` line starting with `field` (`VmRSS:`, `Threads:`);
+/// 0 when the process or the line is gone.
+pub fn status_field(path: impl AsRef<Path>, field: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
