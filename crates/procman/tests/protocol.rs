@@ -158,12 +158,16 @@ fn a_slow_output_follower_is_told_what_it_missed_and_the_server_carries_on() {
     assert!(common::eventually(T, || {
         s.client(&["logs", "-n", "1", "flood"]).1.contains("done")
     }));
-    let (mut lines, mut missed) = (0u64, 0u64);
+    let (mut lines, mut missed, mut last_seq) = (0u64, 0u64, None);
     loop {
         let reply = follower.next();
         match reply["type"].as_str().unwrap() {
             "log" => {
                 lines += 1;
+                // Numbered in output order; a gap skips numbers, nothing comes twice.
+                let seq = reply["seq"].as_u64().unwrap();
+                assert!(Some(seq) > last_seq, "{seq} after {last_seq:?}");
+                last_seq = Some(seq);
                 if reply["line"] == "done" {
                     break;
                 }

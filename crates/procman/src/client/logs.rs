@@ -93,6 +93,7 @@ async fn from_server(
             Some(Reply::Log(line)) => printer.line(&line),
             Some(Reply::LogGap { missed }) => printer.line(&LogLine {
                 name: SUPERVISOR_NAME.into(),
+                seq: None,
                 time: Timestamp::now(),
                 line: format!("… {missed} output lines skipped: this client fell behind"),
             }),
@@ -199,6 +200,7 @@ fn from_files(
     for entry in tail {
         printer.line(&LogLine {
             name: entry.name,
+            seq: None,
             time: entry.time.into(),
             line: entry.text,
         });

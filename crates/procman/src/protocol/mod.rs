@@ -124,6 +124,11 @@ fn default_log_lines() -> usize {
 pub struct LogLine {
     /// Whose line it is: a process, or `procman` for the supervisor's own lines.
     pub name: String,
+    /// The line's position in the server's output, across all processes: a line with a
+    /// larger `seq` came later. Lets a client join a kept tail and a live stream exactly;
+    /// absent from servers before it was added, and from lines a client makes up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// When the server read it.
     pub time: Timestamp,
     /// The line without its line ending, escape sequences included; bytes that are not
@@ -460,12 +465,13 @@ mod tests {
         assert!(e.contains("invalid `logs` message"), "{e}");
         let log = Reply::Log(LogLine {
             name: "web".into(),
+            seq: Some(7),
             time: Timestamp(1_764_370_000_512),
             line: "GET / 200".into(),
         });
         assert_eq!(
             encode_reply(&log),
-            "{\"type\":\"log\",\"name\":\"web\",\"time\":1764370000512,\"line\":\"GET / 200\"}\n"
+            "{\"type\":\"log\",\"name\":\"web\",\"seq\":7,\"time\":1764370000512,\"line\":\"GET / 200\"}\n"
         );
         let gap = Reply::LogGap { missed: 5 };
         assert_eq!(encode_reply(&gap), "{\"type\":\"log_gap\",\"missed\":5}\n");

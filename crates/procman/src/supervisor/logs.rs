@@ -112,6 +112,7 @@ fn unknown(name: &str, table: &[ProcessStatus]) -> String {
 fn wire(line: &output::LogLine) -> LogLine {
     LogLine {
         name: line.name.to_string(),
+        seq: Some(line.seq),
         time: line.time.into(),
         line: String::from_utf8_lossy(&line.text).into_owned(),
     }
@@ -212,6 +213,7 @@ mod tests {
     fn large_tails_are_split_into_replies_that_fit() {
         let line = LogLine {
             name: "web".into(),
+            seq: Some(1),
             time: Timestamp(1),
             line: "\u{1}".repeat(60 * 1024),
         };

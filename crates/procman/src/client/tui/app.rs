@@ -79,6 +79,8 @@ pub struct App {
     /// Lines streamed before the kept tail arrived, to splice after it (bounded).
     early: Option<VecDeque<LogLine>>,
     early_bytes: usize,
+    /// The `seq` of the newest line in the pane, when the server numbers its lines.
+    newest_seq: Option<u64>,
 }
 
 impl App {
@@ -100,6 +102,7 @@ impl App {
             stopping_stack: false,
             early: Some(VecDeque::new()),
             early_bytes: 0,
+            newest_seq: None,
         }
     }
 
@@ -185,6 +188,7 @@ impl App {
                 // Where the lines are missing, in the pane itself.
                 self.on_server(FromServer::Log(LogLine {
                     name: SUPERVISOR_NAME.into(),
+                    seq: None,
                     time: Timestamp::now(),
                     line: format!("… {missed} output lines skipped: this view fell behind"),
                 }));
@@ -199,7 +203,7 @@ impl App {
                         self.early_bytes -= old.line.len();
                     }
                 }
-                None => self.logs.push(&line.name, line.time, line.line),
+                None => self.show(line),
             },
             FromServer::Logs(kept) => self.splice(kept),
         }
@@ -211,6 +215,16 @@ impl App {
     fn splice(&mut self, kept: Vec<LogLine>) {
         let early: Vec<LogLine> = self.early.take().unwrap_or_default().into();
         self.early_bytes = 0;
+        if kept.iter().all(|line| line.seq.is_some()) {
+            // Numbered lines: each is shown once, in the server's order.
+            for line in kept.into_iter().chain(early) {
+                if line.seq.is_none() || line.seq > self.newest_seq {
+                    self.show(line);
+                }
+            }
+            return;
+        }
+        // A server from before `seq`: lines are matched by content.
         let shown = self.logs.newest().and_then(|newest| {
             kept.iter().rposition(|line| {
                 line.time == newest.time && line.name == *newest.name && line.line == newest.raw
@@ -224,8 +238,14 @@ impl App {
             })
             .unwrap_or(kept.len());
         for line in kept[..overlap].iter().cloned().chain(early) {
-            self.logs.push(&line.name, line.time, line.line);
+            self.show(line);
         }
+    }
+
+    /// Adds a line to the pane.
+    fn show(&mut self, line: LogLine) {
+        self.newest_seq = self.newest_seq.max(line.seq);
+        self.logs.push(&line.name, line.time, line.line);
     }
 
     /// Starts buffering streamed lines until the kept tail arrives (a new subscription).
@@ -507,9 +527,11 @@ mod tests {
         app
     }
 
+    /// A line numbered by its time, as a server numbers its lines.
     fn log(name: &str, time: u64, line: &str) -> LogLine {
         LogLine {
             name: name.into(),
+            seq: Some(time),
             time: Timestamp(time),
             line: line.into(),
         }
@@ -604,6 +626,30 @@ mod tests {
 
     #[test]
     fn the_kept_tail_and_the_stream_are_spliced_without_duplicates() {
+        the_kept_tail_and_the_stream_are_spliced(log);
+        // A server from before `seq`: the same result by comparing lines.
+        the_kept_tail_and_the_stream_are_spliced(|name, time, line| LogLine {
+            seq: None,
+            ..log(name, time, line)
+        });
+    }
+
+    #[test]
+    fn numbered_lines_are_spliced_even_when_they_repeat() {
+        let mut app = app();
+        let x = |seq| LogLine {
+            seq: Some(seq),
+            ..log("web", 1, "x")
+        };
+        app.on_server(FromServer::Logs(vec![x(1)]));
+        app.await_tail();
+        app.on_server(FromServer::Log(x(3)));
+        app.on_server(FromServer::Logs(vec![x(1), x(2), x(3)]));
+        app.on_server(FromServer::Log(x(4)));
+        assert_eq!(lines(&app, None), ["x", "x", "x", "x"]);
+    }
+
+    fn the_kept_tail_and_the_stream_are_spliced(log: fn(&str, u64, &str) -> LogLine) {
         let mut app = app();
         app.on_server(FromServer::Log(log("web", 3, "c")));
         app.on_server(FromServer::Log(log("web", 4, "d")));

@@ -554,6 +554,7 @@ mod tests {
         }));
         app.on_server(FromServer::Logs(vec![LogLine {
             name: "web".into(),
+            seq: Some(1),
             time: Timestamp(1),
             line: "\x1b[32mGET / 200\x1b[0m".into(),
         }]));
@@ -600,11 +601,13 @@ mod tests {
         app.on_server(FromServer::Logs(vec![
             LogLine {
                 name: "web".into(),
+                seq: Some(2),
                 time: Timestamp(1),
                 line: "x".repeat(100),
             },
             LogLine {
                 name: "procman".into(),
+                seq: Some(3),
                 time: Timestamp(2),
                 line: "web [42] exited with code 0".into(),
             },
@@ -633,6 +636,7 @@ mod tests {
         }));
         app.on_server(FromServer::Logs(vec![LogLine {
             name: "web".into(),
+            seq: Some(4),
             time: Timestamp(1),
             line: "界".repeat(50),
         }]));
