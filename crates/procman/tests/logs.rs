@@ -38,31 +38,36 @@ fn of<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// A served stack whose `a` and `b` take turns printing (each waits for the other's line
-/// through FIFOs, so the order of their lines is known), plus a `for_each` group.
+/// A served stack whose `a` and `b` take turns printing, plus a `for_each` group. The
+/// test releases each line through a FIFO only once the server has read the one before,
+/// so the order of their lines is known however late the output thread runs.
 fn stack() -> (Served, common::Running) {
     let m = unique_sleep();
     let s = Served::new(&format!(
-        "a:\n  run: echo a1; echo go > ba1; read x < ab1; echo a2; echo go > ba2; read x < ab2; echo a3; exec sleep {m}\n\
-         b:\n  run: read x < ba1; echo b1; echo go > ab1; read x < ba2; echo b2; echo go > ab2; exec sleep {m}\n\
+        "a:\n  run: echo a1; read x < a2; echo a2; read x < a3; echo a3; exec sleep {m}\n\
+         b:\n  run: read x < b1; echo b1; read x < b2; echo b2; exec sleep {m}\n\
          worker:\n  for_each:\n    glob: \"cf/*.yaml\"\n    as: CF\n  run: echo \"hi $CF\"; exec sleep {m}\n"
     ));
-    // One FIFO per step: a second line written before the reader closed would be lost
+    // One FIFO per line: a second line written before the reader closed would be lost
     // with the FIFO's buffer when it did.
-    for fifo in ["ab1", "ab2", "ba1", "ba2"] {
+    for fifo in ["a2", "a3", "b1", "b2"] {
         mkfifo(&s.sb.file(fifo));
     }
     std::fs::create_dir(s.sb.file("cf")).unwrap();
     std::fs::write(s.sb.file("cf/one.yaml"), "").unwrap();
     std::fs::write(s.sb.file("cf/two.yaml"), "").unwrap();
     let server = s.serve();
-    assert!(
+    let shown = |name: &str, line: &str| {
         common::eventually(T, || {
-            let (_, out, _) = s.client(&["logs", "a"]);
-            out.contains("a3")
-        }),
-        "a never printed a3"
-    );
+            let (_, out, _) = s.client(&["logs", name]);
+            out.contains(line)
+        })
+    };
+    assert!(shown("a", "a1"), "a never printed a1");
+    for line in ["b1", "a2", "b2", "a3"] {
+        release(&s.sb.file(line), "go");
+        assert!(shown(&line[..1], line), "{line} never shown");
+    }
     (s, server)
 }
 
