@@ -63,9 +63,8 @@ fn mapping(line: &str) -> Option<Option<(usize, usize)>> {
     let start = usize::from_str_radix(start, 16).ok()?;
     let end = usize::from_str_radix(end, 16).ok()?;
     let perms = fields.next()?.as_bytes();
-    let _offset = fields.next()?;
-    let _device = fields.next()?;
-    let inode: u64 = fields.next()?.parse().ok()?;
+    // After the offset and the device.
+    let inode: u64 = fields.nth(2)?.parse().ok()?;
     let keep = perms.len() != 4 || perms[1] == b'w' || perms[3] != b'p' || inode == 0;
     Some((!keep && end > start).then_some((start, end)))
 }
