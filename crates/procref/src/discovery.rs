@@ -315,6 +315,10 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        // Replacing without syncing gives the same file.
+        replace_atomic(&path, b"[]").unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(read_private(&path, 10).unwrap().unwrap(), b"[]");
         // No temporary files left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
