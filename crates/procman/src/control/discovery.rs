@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use procref::discovery::{ProcessId, read_private, write_atomic};
+use procref::discovery::{ProcessId, read_private, replace_atomic};
 use serde::{Deserialize, Serialize};
 
 use super::RuntimePaths;
@@ -53,12 +53,13 @@ impl ServerInfo {
         }
     }
 
-    /// Writes the record atomically with mode 0600.
+    /// Writes the record atomically with mode 0600; not synced to disk (it describes this
+    /// process, and readers check that it still runs), as that would delay the first spawn.
     pub fn write(&self, path: &Path) -> Result<(), procref::Error> {
         let mut bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| procref::Error::Other(format!("encoding server info: {e}")))?;
         bytes.push(b'\n');
-        write_atomic(path, &bytes)
+        replace_atomic(path, &bytes)
     }
 
     /// Reads a record; `None` if it is missing, unsafe (symlink, foreign, writable by

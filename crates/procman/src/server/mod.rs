@@ -5,12 +5,14 @@
 //! containment (subreaper, procman's cgroup) and the guardian (both before any thread
 //! exists), the listener (refuses a live server for the same config), the lock on the log
 //! directory, the output (which prepares the log directory), then the supervisor. So a
-//! refused second instance has created, truncated and spawned nothing.
+//! refused second instance has created, truncated and spawned nothing. Once the
+//! supervisor first waits, the code only start-up ran leaves its RSS ([`footprint`]).
 //!
 //! Both modes listen on the config's FIFO and socket, so `status`, `stop`, `restart` and
 //! `stop --process` work against either; only `serve` accepts new processes (`start`) and
 //! may leave by itself when idle ([`idle`]).
 
+mod footprint;
 pub mod idle;
 mod lock;
 
@@ -102,6 +104,9 @@ pub fn run(invocation: Invocation) -> Result<i32> {
             serve: invocation.serve,
             ready,
         };
+        // Runs when the supervisor first waits, once it has started what it can start:
+        // code only start-up ran (clap, the config loader, this bootstrap) leaves the RSS.
+        tokio::spawn(async { footprint::release_startup_pages() });
         Ok(supervisor::run(config, options, output, containment, lifeline, listening).await)
     });
     // Reader threads have reached EOF unless a process stuck in the kernel holds a pipe;

@@ -293,13 +293,19 @@ fn guardian(pipe: OwnedFd, instance: &str, cgroup: Option<PathBuf>) -> ! {
     // moved themselves out of the cgroup (root or a delegated user may), are still found
     // by what they inherited.
     let marked = (!instance.is_empty()).then(|| format!("{INSTANCE_ENV}={instance}"));
+    // A process that started before the supervisor cannot have inherited its mark: only
+    // younger ones have their environment read (`instance` is `PID-STARTTIME`).
+    let born = instance
+        .rsplit_once('-')
+        .and_then(|(_, start)| start.parse::<u64>().ok())
+        .unwrap_or(0);
     let chosen = |p: &procfs::Proc| {
         targets.contains(&Target::Group(p.pgid))
             || targets.contains(&Target::Stray {
                 pid: p.pid,
                 start: p.start,
             })
-            || marked.as_ref().is_some_and(|m| procfs::has_env(p.pid, m))
+            || (p.start >= born && marked.as_ref().is_some_and(|m| procfs::has_env(p.pid, m)))
     };
     tree::kill(chosen, &[std::process::id()], GUARDIAN_WAIT);
     if let Some(dir) = &cgroup {
