@@ -456,3 +456,60 @@ fn many_exits_at_once_are_all_reaped_reported_and_cleaned_up() {
         procman.assert_cgroup_removed();
     }
 }
+
+#[test]
+fn a_process_inherits_only_stdin_stdout_and_stderr() {
+    // However many descriptors procman holds for the processes already running (pidfds,
+    // output pipes, log files), a new process gets 0, 1 and 2 only (`ls` adds 3, its
+    // listing of /proc/self/fd), executed directly or through the shell.
+    for mode in MODES {
+        let m = common::unique_sleep();
+        let served = Served::new("");
+        let mut cmd = served.cmd(&["serve"]);
+        if mode == Mode::Groups {
+            cmd.env("PROCMAN_NO_CGROUP", "1");
+        }
+        let procman = Procman::new(Running::start(cmd), mode);
+        procman.running.wait_for("listening on", T);
+        let run = |name: &str, script: &str| {
+            format!("{{\"type\":\"run\",\"name\":\"{name}\",\"run\":\"{script}\",\"once\":true}}\n")
+        };
+        let mut burst: String = (0..20).map(|_| run("s", &format!("sleep {m}"))).collect();
+        burst.push_str(&run("direct", "ls /proc/self/fd"));
+        burst.push_str(&run("shell", "ls /proc/self/fd | cat"));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(served.fifo())
+            .unwrap()
+            .write_all(burst.as_bytes())
+            .unwrap();
+        for name in ["direct", "shell"] {
+            procman
+                .running
+                .wait_for(&format!("{name} ["), T);
+            let done = format!("{name} [");
+            assert!(
+                eventually(T, || procman
+                    .running
+                    .stdout_lines()
+                    .iter()
+                    .any(|l| l.contains(&done) && l.contains("] completed after running"))),
+                "{mode:?}: {name} did not complete:\n{}",
+                procman.running.stdout_text()
+            );
+            let fds: Vec<String> = procman
+                .running
+                .stdout_lines()
+                .iter()
+                .filter_map(|l| l.split_once(" | "))
+                .filter(|(who, _)| who.trim() == name)
+                .map(|(_, fd)| fd.trim().to_owned())
+                .collect();
+            assert_eq!(fds, ["0", "1", "2", "3"], "{mode:?}: {name}");
+        }
+        let (code, _, err) = served.client(&["stop"]);
+        assert_eq!(code, 0, "{mode:?}: {err}");
+        procman.assert_cgroup_removed();
+        assert!(eventually(T, || sleeping(&m).is_empty()), "{mode:?}");
+    }
+}

@@ -125,16 +125,24 @@ pub struct Spawner {
     stack: Option<spawn::Stack>,
     /// `/dev/null`, every child's stdin.
     null: OwnedFd,
+    /// A low descriptor that holds each child's output pipe while it is cloned (and
+    /// `/dev/null` otherwise), so that the child, cloned with the supervisor's descriptor
+    /// table ([`spawn::Request::share_descriptors`]), keeps a handful of descriptors
+    /// however many the supervisor has open. `None` where the kernel cannot do that.
+    slot: Option<OwnedFd>,
 }
 
 impl Spawner {
     /// Finds the shell and prepares what every spawn uses.
     pub fn new() -> io::Result<Spawner> {
         let null = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+        let null = above_stdio(null)?;
+        let slot = rustix::io::fcntl_dupfd_cloexec(&null, 3).ok();
         Ok(Spawner {
             shell: Shell::detect(),
             stack: spawn::Stack::new().ok(),
-            null: above_stdio(null)?,
+            null,
+            slot,
         })
     }
 }
@@ -153,20 +161,18 @@ impl Child {
     pub fn spawn(spawner: &mut Spawner, launch: &Launch<'_>) -> io::Result<(Child, OwnedFd)> {
         let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let write_end = above_stdio(write_end)?;
-        let spawned = match spawner.stack.as_mut() {
-            Some(stack) => {
-                match clone_child(&spawner.shell, stack, &spawner.null, launch, &write_end) {
-                    Err(spawn::SpawnError::Unsupported) => {
-                        spawner.stack = None;
-                        spawn_command(&spawner.shell, launch, write_end)
-                    }
-                    other => {
-                        drop(write_end);
-                        other.map_err(|e| spawn_error(&spawner.shell, launch, e))
-                    }
+        let spawned = match spawner.stack.is_some() {
+            true => match spawner.clone_child(launch, &write_end) {
+                Err(spawn::SpawnError::Unsupported) => {
+                    spawner.stack = None;
+                    spawn_command(&spawner.shell, launch, write_end)
                 }
-            }
-            None => spawn_command(&spawner.shell, launch, write_end),
+                other => {
+                    drop(write_end);
+                    other.map_err(|e| spawn_error(&spawner.shell, launch, e))
+                }
+            },
+            false => spawn_command(&spawner.shell, launch, write_end),
         };
         // Our copies of the pipe's write end are gone here, so the capture sees EOF once
         // everything the child started has closed it.
@@ -208,6 +214,40 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 3)?)
 }
 
+impl Spawner {
+    /// Clones the child with `output` as its stdout and stderr: from the low slot, sharing
+    /// the descriptor table, where the kernel can (once it cannot, never again).
+    fn clone_child(
+        &mut self,
+        launch: &Launch<'_>,
+        output: &OwnedFd,
+    ) -> Result<(u32, OwnedFd), spawn::SpawnError> {
+        let Some(stack) = self.stack.as_mut() else {
+            return Err(spawn::SpawnError::Unsupported);
+        };
+        let cloexec = rustix::io::DupFlags::CLOEXEC;
+        let Some(slot) = self.slot.as_mut() else {
+            return clone_child(&self.shell, stack, &self.null, launch, output, false);
+        };
+        if rustix::io::dup3(output, slot, cloexec).is_err() {
+            return clone_child(&self.shell, stack, &self.null, launch, output, false);
+        }
+        let spawned = clone_child(&self.shell, stack, &self.null, launch, slot, true);
+        // The pipe's writers are now the child and `output` (which the caller drops): a
+        // slot that cannot be emptied is closed.
+        if rustix::io::dup3(&self.null, slot, cloexec).is_err() {
+            self.slot = None;
+        }
+        match spawned {
+            Err(spawn::SpawnError::Child(Step::Unshare, _)) => {
+                self.slot = None;
+                clone_child(&self.shell, stack, &self.null, launch, output, false)
+            }
+            other => other,
+        }
+    }
+}
+
 /// Prepares argv, envp and cwd (the only allocations of a spawn) and clones the child.
 fn clone_child(
     shell: &Shell,
@@ -215,6 +255,7 @@ fn clone_child(
     null: &OwnedFd,
     launch: &Launch<'_>,
     output: &OwnedFd,
+    share_descriptors: bool,
 ) -> Result<(u32, OwnedFd), spawn::SpawnError> {
     let invalid = spawn::SpawnError::Clone;
     let decision = if shell.always {
@@ -294,6 +335,7 @@ fn clone_child(
         stdin: null.as_fd(),
         output: output.as_fd(),
         cgroup: launch.cgroup,
+        share_descriptors,
     };
     spawn::spawn(stack, &mut request)
 }
