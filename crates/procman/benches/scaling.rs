@@ -43,8 +43,10 @@ fn main() {
             .collect();
         named.is_empty() || named.iter().any(|a| a == part)
     };
-    let ours = std::env::var_os("PROCMAN_BENCH_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_procman")), PathBuf::from);
+    let ours = std::env::var_os("PROCMAN_BENCH_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_procman")),
+        PathBuf::from,
+    );
     let peer = std::env::var_os("PROCMAN012_BIN").map(PathBuf::from);
     let shim = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/bin/bash", shim.path().join("sh")).unwrap();

@@ -383,7 +383,10 @@ fn many_exits_at_once_are_all_reaped_reported_and_cleaned_up() {
             "true".to_owned(),
             "true && true".to_owned(),
             format!("sleep {m} & sleep 0.1"),
-            format!("(setsid sleep 0.{} >/dev/null 2>&1 &); true", &m[m.len() - 2..]),
+            format!(
+                "(setsid sleep 0.{} >/dev/null 2>&1 &); true",
+                &m[m.len() - 2..]
+            ),
         ];
         let mut burst = String::new();
         for _ in 0..EACH {
@@ -409,7 +412,11 @@ fn many_exits_at_once_are_all_reaped_reported_and_cleaned_up() {
             procman.running.stdout_text()
         );
         let out = procman.running.stdout_text();
-        assert_eq!(ended(&out), total, "{mode:?}: an end reported twice:\n{out}");
+        assert_eq!(
+            ended(&out),
+            total,
+            "{mode:?}: an end reported twice:\n{out}"
+        );
         assert_eq!(
             out.matches("] completed after running ").count(),
             total,
@@ -484,16 +491,12 @@ fn a_process_inherits_only_stdin_stdout_and_stderr() {
             .write_all(burst.as_bytes())
             .unwrap();
         for name in ["direct", "shell"] {
-            procman
-                .running
-                .wait_for(&format!("{name} ["), T);
+            procman.running.wait_for(&format!("{name} ["), T);
             let done = format!("{name} [");
             assert!(
-                eventually(T, || procman
-                    .running
-                    .stdout_lines()
-                    .iter()
-                    .any(|l| l.contains(&done) && l.contains("] completed after running"))),
+                eventually(T, || procman.running.stdout_lines().iter().any(|l| l
+                    .contains(&done)
+                    && l.contains("] completed after running"))),
                 "{mode:?}: {name} did not complete:\n{}",
                 procman.running.stdout_text()
             );

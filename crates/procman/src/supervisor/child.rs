@@ -145,6 +145,39 @@ impl Spawner {
             slot,
         })
     }
+
+    /// Clones the child with `output` as its stdout and stderr: from the low slot, sharing
+    /// the descriptor table, where the kernel can (once it cannot, never again).
+    /// `Unsupported` where `clone3` cannot be used.
+    fn clone_child(
+        &mut self,
+        launch: &Launch<'_>,
+        output: &OwnedFd,
+    ) -> Result<(u32, OwnedFd), spawn::SpawnError> {
+        let Some(stack) = self.stack.as_mut() else {
+            return Err(spawn::SpawnError::Unsupported);
+        };
+        let cloexec = rustix::io::DupFlags::CLOEXEC;
+        let Some(slot) = self.slot.as_mut() else {
+            return clone_child(&self.shell, stack, &self.null, launch, output, false);
+        };
+        if rustix::io::dup3(output, slot, cloexec).is_err() {
+            return clone_child(&self.shell, stack, &self.null, launch, output, false);
+        }
+        let spawned = clone_child(&self.shell, stack, &self.null, launch, slot, true);
+        // The pipe's writers are now the child and `output` (which the caller drops): a
+        // slot that cannot be emptied is closed.
+        if rustix::io::dup3(&self.null, slot, cloexec).is_err() {
+            self.slot = None;
+        }
+        match spawned {
+            Err(spawn::SpawnError::Child(Step::Unshare, _)) => {
+                self.slot = None;
+                clone_child(&self.shell, stack, &self.null, launch, output, false)
+            }
+            other => other,
+        }
+    }
 }
 
 /// A running child: the leader of its own process group.
@@ -161,18 +194,15 @@ impl Child {
     pub fn spawn(spawner: &mut Spawner, launch: &Launch<'_>) -> io::Result<(Child, OwnedFd)> {
         let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let write_end = above_stdio(write_end)?;
-        let spawned = match spawner.stack.is_some() {
-            true => match spawner.clone_child(launch, &write_end) {
-                Err(spawn::SpawnError::Unsupported) => {
-                    spawner.stack = None;
-                    spawn_command(&spawner.shell, launch, write_end)
-                }
-                other => {
-                    drop(write_end);
-                    other.map_err(|e| spawn_error(&spawner.shell, launch, e))
-                }
-            },
-            false => spawn_command(&spawner.shell, launch, write_end),
+        let spawned = match spawner.clone_child(launch, &write_end) {
+            Err(spawn::SpawnError::Unsupported) => {
+                spawner.stack = None;
+                spawn_command(&spawner.shell, launch, write_end)
+            }
+            other => {
+                drop(write_end);
+                other.map_err(|e| spawn_error(&spawner.shell, launch, e))
+            }
         };
         // Our copies of the pipe's write end are gone here, so the capture sees EOF once
         // everything the child started has closed it.
@@ -212,40 +242,6 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
         return Ok(fd);
     }
     Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 3)?)
-}
-
-impl Spawner {
-    /// Clones the child with `output` as its stdout and stderr: from the low slot, sharing
-    /// the descriptor table, where the kernel can (once it cannot, never again).
-    fn clone_child(
-        &mut self,
-        launch: &Launch<'_>,
-        output: &OwnedFd,
-    ) -> Result<(u32, OwnedFd), spawn::SpawnError> {
-        let Some(stack) = self.stack.as_mut() else {
-            return Err(spawn::SpawnError::Unsupported);
-        };
-        let cloexec = rustix::io::DupFlags::CLOEXEC;
-        let Some(slot) = self.slot.as_mut() else {
-            return clone_child(&self.shell, stack, &self.null, launch, output, false);
-        };
-        if rustix::io::dup3(output, slot, cloexec).is_err() {
-            return clone_child(&self.shell, stack, &self.null, launch, output, false);
-        }
-        let spawned = clone_child(&self.shell, stack, &self.null, launch, slot, true);
-        // The pipe's writers are now the child and `output` (which the caller drops): a
-        // slot that cannot be emptied is closed.
-        if rustix::io::dup3(&self.null, slot, cloexec).is_err() {
-            self.slot = None;
-        }
-        match spawned {
-            Err(spawn::SpawnError::Child(Step::Unshare, _)) => {
-                self.slot = None;
-                clone_child(&self.shell, stack, &self.null, launch, output, false)
-            }
-            other => other,
-        }
-    }
 }
 
 /// Prepares argv, envp and cwd (the only allocations of a spawn) and clones the child.

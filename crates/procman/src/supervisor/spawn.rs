@@ -306,10 +306,10 @@ pub fn spawn(stack: &mut Stack, request: &mut Request<'_>) -> Result<(u32, Owned
             let _ = rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty());
         }
         let step = match step {
-            5 => Step::Unshare,
             1 => Step::ProcessGroup,
             2 => Step::Descriptors,
             3 => Step::Cwd,
+            5 => Step::Unshare,
             _ => Step::Exec,
         };
         return Err(SpawnError::Child(step, error));

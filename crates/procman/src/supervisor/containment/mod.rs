@@ -146,9 +146,7 @@ impl Containment {
         let own_group = procfs::own_group();
         procfs::all()
             .into_iter()
-            .filter(|p| {
-                p.ppid == me && !p.is_zombie() && p.pgid != own_group && !spare(p.pid)
-            })
+            .filter(|p| p.ppid == me && !p.is_zombie() && p.pgid != own_group && !spare(p.pid))
             .collect()
     }
 
