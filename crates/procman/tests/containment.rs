@@ -464,11 +464,27 @@ fn many_exits_at_once_are_all_reaped_reported_and_cleaned_up() {
     }
 }
 
+/// The descriptors above 2 of process `pid` without close-on-exec.
+fn inherited(pid: u32) -> impl Iterator<Item = u32> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    fds.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&fd| fd > 2)
+        .filter(move |fd| {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"));
+            let flags = info.ok().and_then(|info| {
+                let octal = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+                u32::from_str_radix(octal.trim(), 8).ok()
+            });
+            flags.is_some_and(|f| f & libc::O_CLOEXEC as u32 == 0)
+        })
+}
+
 #[test]
 fn a_process_inherits_only_stdin_stdout_and_stderr() {
     // However many descriptors procman holds for the processes already running (pidfds,
-    // output pipes, log files), a new process gets 0, 1 and 2 only (`ls` adds 3, its
-    // listing of /proc/self/fd), executed directly or through the shell.
+    // output pipes, log files), a new process gets 0, 1 and 2 (`ls` adds 3, its listing
+    // of /proc/self/fd) and what procman inherited without close-on-exec, executed
+    // directly or through the shell.
     for mode in MODES {
         let m = common::unique_sleep();
         let served = Served::new("");
@@ -478,6 +494,10 @@ fn a_process_inherits_only_stdin_stdout_and_stderr() {
         }
         let procman = Procman::new(Running::start(cmd), mode);
         procman.running.wait_for("listening on", T);
+        // What procman itself inherited to pass on (from the test harness) is passed on.
+        let mut expected: Vec<String> = ["0", "1", "2", "3"].map(String::from).to_vec();
+        expected.extend(inherited(procman.running.pid() as u32).map(|fd| fd.to_string()));
+        expected.sort();
         let run = |name: &str, script: &str| {
             format!("{{\"type\":\"run\",\"name\":\"{name}\",\"run\":\"{script}\",\"once\":true}}\n")
         };
@@ -500,7 +520,7 @@ fn a_process_inherits_only_stdin_stdout_and_stderr() {
                 "{mode:?}: {name} did not complete:\n{}",
                 procman.running.stdout_text()
             );
-            let fds: Vec<String> = procman
+            let mut fds: Vec<String> = procman
                 .running
                 .stdout_lines()
                 .iter()
@@ -508,7 +528,8 @@ fn a_process_inherits_only_stdin_stdout_and_stderr() {
                 .filter(|(who, _)| who.trim() == name)
                 .map(|(_, fd)| fd.trim().to_owned())
                 .collect();
-            assert_eq!(fds, ["0", "1", "2", "3"], "{mode:?}: {name}");
+            fds.sort();
+            assert_eq!(fds, expected, "{mode:?}: {name}");
         }
         let (code, _, err) = served.client(&["stop"]);
         assert_eq!(code, 0, "{mode:?}: {err}");

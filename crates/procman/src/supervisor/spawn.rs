@@ -14,7 +14,7 @@
 //! - makes async-signal-safe system calls (`sigaction`, `rt_sigprocmask`, `close_range`,
 //!   `setpgid`, `dup2`, `fcntl`, `chdir`, `access`, `writev`, `execve`, `_exit`): no
 //!   allocation, no lock, nothing that could panic;
-//! - with [`Request::share_descriptors`], leaves the supervisor's descriptor table before
+//! - with [`Request::keep_descriptors`], leaves the supervisor's descriptor table before
 //!   it changes any descriptor;
 //! - runs with every signal blocked (the parent blocks them before the clone) until it has
 //!   reset each signal the supervisor catches to its default: a handler of the supervisor
@@ -106,18 +106,19 @@ pub struct Request<'a> {
     pub output: BorrowedFd<'a>,
     /// The cgroup directory to start in.
     pub cgroup: Option<BorrowedFd<'a>>,
-    /// Clone sharing the supervisor's descriptor table, which the child then leaves
-    /// keeping only the descriptors numbered up to `stdin` and `output` (`close_range`
-    /// with `CLOSE_RANGE_UNSHARE`, Linux 5.9). A plain clone copies the whole table, and
-    /// exec then closes every copy: work for each descriptor the supervisor holds (several
-    /// per running process), where this copies a handful when both are low numbers.
-    pub share_descriptors: bool,
+    /// `Some(n)`: clone sharing the supervisor's descriptor table, which the child then
+    /// leaves keeping only the descriptors below `n` (`close_range` with
+    /// `CLOSE_RANGE_UNSHARE`, Linux 5.9); `n` must exceed `stdin`, `output` and every
+    /// descriptor the child is to inherit. A plain clone copies the whole table, and exec
+    /// then closes every copy: work for each descriptor the supervisor holds (several per
+    /// running process), where this copies `n`.
+    pub keep_descriptors: Option<u32>,
 }
 
 /// The step of the child's setup that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Leaving the supervisor's descriptor table ([`Request::share_descriptors`]).
+    /// Leaving the supervisor's descriptor table ([`Request::keep_descriptors`]).
     Unshare,
     /// Its own process group.
     ProcessGroup,
@@ -259,7 +260,7 @@ pub fn spawn(stack: &mut Stack, request: &mut Request<'_>) -> Result<(u32, Owned
     };
     let mut pidfd: c_int = -1;
     let mut flags = (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64;
-    if child.request.share_descriptors {
+    if child.request.keep_descriptors.is_some() {
         flags |= libc::CLONE_FILES as u64;
     }
     if child.request.cgroup.is_some() {
@@ -422,10 +423,9 @@ unsafe extern "C" fn child_main(arg: *mut c_void) -> ! {
         let stdin = request.stdin.as_raw_fd();
         let output = request.output.as_raw_fd();
         // Until this succeeds the table is the supervisor's: nothing below may change it.
-        if request.share_descriptors {
-            let keep = stdin.max(output).max(2) as libc::c_uint + 1;
-            let unshare = libc::CLOSE_RANGE_UNSHARE;
-            if libc::syscall(libc::SYS_close_range, keep, libc::c_uint::MAX, unshare) != 0 {
+        if let Some(keep) = request.keep_descriptors {
+            let (first, unshare) = (keep as libc::c_uint, libc::CLOSE_RANGE_UNSHARE);
+            if libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, unshare) != 0 {
                 fail(5);
             }
         }
