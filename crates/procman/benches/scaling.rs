@@ -16,7 +16,8 @@
 //! system rather than the supervisor.
 //!
 //! Without `--bench` (as under `cargo test --all-targets`) it runs a small version once so
-//! the harness stays tested.
+//! the harness stays tested. `-- --bench fifo` (or `sleepers`) runs only that part;
+//! `PROCMAN_BENCH_BIN` measures another build of ours (an earlier commit) in its place.
 
 mod common;
 
@@ -35,26 +36,27 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let runs = if full { 5 } else { 1 };
     let sizes: &[usize] = if full { &[10, 100, 500] } else { &[5] };
-    let ours = PathBuf::from(env!("CARGO_BIN_EXE_procman"));
+    let only = |part: &str| {
+        let parts = ["sleepers", "fifo"];
+        let named: Vec<String> = std::env::args()
+            .filter(|a| parts.contains(&a.as_str()))
+            .collect();
+        named.is_empty() || named.iter().any(|a| a == part)
+    };
+    let ours = std::env::var_os("PROCMAN_BENCH_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_procman")),
+        PathBuf::from,
+    );
     let peer = std::env::var_os("PROCMAN012_BIN").map(PathBuf::from);
     let shim = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/bin/bash", shim.path().join("sh")).unwrap();
 
-    println!("| N | supervisor | threads | RSS | start-all |");
-    println!("|---|---|---|---|---|");
-    for &n in sizes {
-        let mut rows = vec![("ours", sleepers(&ours, n, runs, None))];
-        if let Some(peer) = &peer {
-            rows.push(("procman 0.12", sleepers(peer, n, runs, Some(shim.path()))));
-        }
-        rows.push(("bash loop", bash_loop(n, runs)));
-        for (who, (threads, rss, start)) in rows {
-            let threads = threads.map_or("–".to_owned(), |t| format!("{t:.0}"));
-            let rss = rss.map_or("–".to_owned(), |r| format!("{:.1} MiB", r / 1024.0));
-            println!("| {n} | {who} | {threads} | {rss} | {start:.0} ms |");
-        }
+    if only("sleepers") {
+        sleeper_table(&ours, peer.as_deref(), shim.path(), sizes, runs);
     }
-
+    if !only("fifo") {
+        return;
+    }
     let messages = if full { 2_000 } else { 20 };
     for (what, script) in [("true", "true"), ("needs the shell", "true && true")] {
         let mut cpu = Vec::new();
@@ -69,6 +71,25 @@ fn main() {
             sorted_median(cpu),
             sorted_median(rate)
         );
+    }
+}
+
+/// The table of supervisors with `sizes` sleeping children, ours next to the peer's (run
+/// through `shim`) and a bash loop.
+fn sleeper_table(ours: &Path, peer: Option<&Path>, shim: &Path, sizes: &[usize], runs: usize) {
+    println!("| N | supervisor | threads | RSS | start-all |");
+    println!("|---|---|---|---|---|");
+    for &n in sizes {
+        let mut rows = vec![("ours", sleepers(ours, n, runs, None))];
+        if let Some(peer) = peer {
+            rows.push(("procman 0.12", sleepers(peer, n, runs, Some(shim))));
+        }
+        rows.push(("bash loop", bash_loop(n, runs)));
+        for (who, (threads, rss, start)) in rows {
+            let threads = threads.map_or("–".to_owned(), |t| format!("{t:.0}"));
+            let rss = rss.map_or("–".to_owned(), |r| format!("{:.1} MiB", r / 1024.0));
+            println!("| {n} | {who} | {threads} | {rss} | {start:.0} ms |");
+        }
     }
 }
 

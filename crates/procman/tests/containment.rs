@@ -7,10 +7,11 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Running, Sandbox, eventually, processes_matching};
+use common::{Running, Sandbox, Served, eventually, processes_matching};
 use procman::supervisor::containment::procfs;
 
 const T: Duration = Duration::from_secs(20);
@@ -359,5 +360,180 @@ fn as_pid_1_orphans_are_reaped_and_shutdown_does_not_wait_on_them() {
             "{mode:?}: shutdown waited on the orphans:\n{out}"
         );
         procman.assert_cgroup_removed();
+    }
+}
+
+#[test]
+fn many_exits_at_once_are_all_reaped_reported_and_cleaned_up() {
+    // A burst of `run` messages in one write: commands executed directly, through the
+    // shell, and ones that leave a child holding the output or an orphan outside the
+    // group. Each one's end is reported once; afterwards procman has no child but the
+    // guardian (no zombie, no leftover), and no cgroup of a finished process is left.
+    const EACH: usize = 15;
+    for mode in MODES {
+        let m = common::unique_sleep();
+        let served = Served::new("");
+        let mut cmd = served.cmd(&["serve"]);
+        if mode == Mode::Groups {
+            cmd.env("PROCMAN_NO_CGROUP", "1");
+        }
+        let mut procman = Procman::new(Running::start(cmd), mode);
+        procman.running.wait_for("listening on", T);
+        let scripts = [
+            "true".to_owned(),
+            "true && true".to_owned(),
+            format!("sleep {m} & sleep 0.1"),
+            format!(
+                "(setsid sleep 0.{} >/dev/null 2>&1 &); true",
+                &m[m.len() - 2..]
+            ),
+        ];
+        let mut burst = String::new();
+        for _ in 0..EACH {
+            for (k, script) in scripts.iter().enumerate() {
+                burst.push_str(&format!(
+                    "{{\"type\":\"run\",\"name\":\"p{k}\",\"run\":\"{script}\",\"once\":true}}\n"
+                ));
+            }
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(served.fifo())
+            .unwrap()
+            .write_all(burst.as_bytes())
+            .unwrap();
+        let total = EACH * scripts.len();
+        // Every end, success or not, says how long the process ran.
+        let ended = |out: &str| out.matches(" after running ").count();
+        assert!(
+            eventually(T, || ended(&procman.running.stdout_text()) >= total),
+            "{mode:?}: {} of {total} ended:\n{}",
+            ended(&procman.running.stdout_text()),
+            procman.running.stdout_text()
+        );
+        let out = procman.running.stdout_text();
+        assert_eq!(
+            ended(&out),
+            total,
+            "{mode:?}: an end reported twice:\n{out}"
+        );
+        assert_eq!(
+            out.matches("] completed after running ").count(),
+            total,
+            "{mode:?}: a process failed:\n{out}"
+        );
+        // The children of `sleep {m} &` are still running: stopped with their process.
+        assert!(
+            eventually(T, || sleeping(&m).is_empty()),
+            "{mode:?}: left running: {:?}",
+            sleeping(&m)
+        );
+        let pid = procman.running.pid() as u32;
+        let children = || {
+            procfs::all()
+                .into_iter()
+                .filter(|p| p.ppid == pid)
+                .map(|p| p.pid)
+                .collect::<Vec<u32>>()
+        };
+        assert!(
+            eventually(T, || children() == [procman.guardian]),
+            "{mode:?}: children besides the guardian {}: {:?}",
+            procman.guardian,
+            children()
+        );
+        if let Some(dir) = &procman.cgroup {
+            let leaves = || {
+                std::fs::read_dir(dir)
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .count()
+            };
+            assert!(
+                eventually(T, || leaves() == 0),
+                "{mode:?}: {} cgroup(s) of finished processes left in {}",
+                leaves(),
+                dir.display()
+            );
+        }
+        let (code, _, err) = served.client(&["stop"]);
+        assert_eq!(code, 0, "{mode:?}: {err}");
+        assert_eq!(procman.running.wait(T).code(), Some(0), "{mode:?}");
+        procman.assert_cgroup_removed();
+    }
+}
+
+/// The descriptors above 2 of process `pid` without close-on-exec.
+fn inherited(pid: u32) -> impl Iterator<Item = u32> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    fds.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&fd| fd > 2)
+        .filter(move |fd| {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"));
+            let flags = info.ok().and_then(|info| {
+                let octal = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+                u32::from_str_radix(octal.trim(), 8).ok()
+            });
+            flags.is_some_and(|f| f & libc::O_CLOEXEC as u32 == 0)
+        })
+}
+
+#[test]
+fn a_process_inherits_only_stdin_stdout_and_stderr() {
+    // However many descriptors procman holds for the processes already running (pidfds,
+    // output pipes, log files), a new process gets 0, 1 and 2 (`ls` adds 3, its listing
+    // of /proc/self/fd) and what procman inherited without close-on-exec, executed
+    // directly or through the shell.
+    for mode in MODES {
+        let m = common::unique_sleep();
+        let served = Served::new("");
+        let mut cmd = served.cmd(&["serve"]);
+        if mode == Mode::Groups {
+            cmd.env("PROCMAN_NO_CGROUP", "1");
+        }
+        let procman = Procman::new(Running::start(cmd), mode);
+        procman.running.wait_for("listening on", T);
+        // What procman itself inherited to pass on (from the test harness) is passed on.
+        let mut expected: Vec<String> = ["0", "1", "2", "3"].map(String::from).to_vec();
+        expected.extend(inherited(procman.running.pid() as u32).map(|fd| fd.to_string()));
+        expected.sort();
+        let run = |name: &str, script: &str| {
+            format!("{{\"type\":\"run\",\"name\":\"{name}\",\"run\":\"{script}\",\"once\":true}}\n")
+        };
+        let mut burst: String = (0..20).map(|_| run("s", &format!("sleep {m}"))).collect();
+        burst.push_str(&run("direct", "ls /proc/self/fd"));
+        burst.push_str(&run("shell", "ls /proc/self/fd | cat"));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(served.fifo())
+            .unwrap()
+            .write_all(burst.as_bytes())
+            .unwrap();
+        for name in ["direct", "shell"] {
+            procman.running.wait_for(&format!("{name} ["), T);
+            let done = format!("{name} [");
+            assert!(
+                eventually(T, || procman.running.stdout_lines().iter().any(|l| l
+                    .contains(&done)
+                    && l.contains("] completed after running"))),
+                "{mode:?}: {name} did not complete:\n{}",
+                procman.running.stdout_text()
+            );
+            let mut fds: Vec<String> = procman
+                .running
+                .stdout_lines()
+                .iter()
+                .filter_map(|l| l.split_once(" | "))
+                .filter(|(who, _)| who.trim() == name)
+                .map(|(_, fd)| fd.trim().to_owned())
+                .collect();
+            fds.sort();
+            assert_eq!(fds, expected, "{mode:?}: {name}");
+        }
+        let (code, _, err) = served.client(&["stop"]);
+        assert_eq!(code, 0, "{mode:?}: {err}");
+        procman.assert_cgroup_removed();
+        assert!(eventually(T, || sleeping(&m).is_empty()), "{mode:?}");
     }
 }

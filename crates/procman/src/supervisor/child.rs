@@ -125,17 +125,68 @@ pub struct Spawner {
     stack: Option<spawn::Stack>,
     /// `/dev/null`, every child's stdin.
     null: OwnedFd,
+    /// A low descriptor that holds each child's output pipe while it is cloned (and
+    /// `/dev/null` otherwise), so that the child, cloned with the supervisor's descriptor
+    /// table ([`spawn::Request::keep_descriptors`]), keeps a handful of descriptors
+    /// however many the supervisor has open. `None` where the kernel cannot do that.
+    slot: Option<OwnedFd>,
+    /// How many descriptors such a child keeps: those up to the slot, `/dev/null`, and
+    /// those procman inherited to pass on (without close-on-exec), as a copied table did.
+    keep: u32,
 }
 
 impl Spawner {
     /// Finds the shell and prepares what every spawn uses.
     pub fn new() -> io::Result<Spawner> {
         let null = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+        let null = above_stdio(null)?;
+        let slot = rustix::io::fcntl_dupfd_cloexec(&null, 3).ok();
+        let low = [Some(&null), slot.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|fd| fd.as_raw_fd());
+        let keep = low.chain(inherited()).max().unwrap_or(2).max(2) as u32 + 1;
         Ok(Spawner {
             shell: Shell::detect(),
             stack: spawn::Stack::new().ok(),
-            null: above_stdio(null)?,
+            null,
+            slot,
+            keep,
         })
+    }
+
+    /// Clones the child with `output` as its stdout and stderr: from the low slot, sharing
+    /// the descriptor table, where the kernel can (once it cannot, never again).
+    /// `Unsupported` where `clone3` cannot be used.
+    fn clone_child(
+        &mut self,
+        launch: &Launch<'_>,
+        output: &OwnedFd,
+    ) -> Result<(u32, OwnedFd), spawn::SpawnError> {
+        let Some(stack) = self.stack.as_mut() else {
+            return Err(spawn::SpawnError::Unsupported);
+        };
+        let cloexec = rustix::io::DupFlags::CLOEXEC;
+        let Some(slot) = self.slot.as_mut() else {
+            return clone_child(&self.shell, stack, &self.null, launch, output, None);
+        };
+        if rustix::io::dup3(output, slot, cloexec).is_err() {
+            return clone_child(&self.shell, stack, &self.null, launch, output, None);
+        }
+        let keep = Some(self.keep);
+        let spawned = clone_child(&self.shell, stack, &self.null, launch, slot, keep);
+        // The pipe's writers are now the child and `output` (which the caller drops): a
+        // slot that cannot be emptied is closed.
+        if rustix::io::dup3(&self.null, slot, cloexec).is_err() {
+            self.slot = None;
+        }
+        match spawned {
+            Err(spawn::SpawnError::Child(Step::Unshare, _)) => {
+                self.slot = None;
+                clone_child(&self.shell, stack, &self.null, launch, output, None)
+            }
+            other => other,
+        }
     }
 }
 
@@ -153,20 +204,15 @@ impl Child {
     pub fn spawn(spawner: &mut Spawner, launch: &Launch<'_>) -> io::Result<(Child, OwnedFd)> {
         let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let write_end = above_stdio(write_end)?;
-        let spawned = match spawner.stack.as_mut() {
-            Some(stack) => {
-                match clone_child(&spawner.shell, stack, &spawner.null, launch, &write_end) {
-                    Err(spawn::SpawnError::Unsupported) => {
-                        spawner.stack = None;
-                        spawn_command(&spawner.shell, launch, write_end)
-                    }
-                    other => {
-                        drop(write_end);
-                        other.map_err(|e| spawn_error(&spawner.shell, launch, e))
-                    }
-                }
+        let spawned = match spawner.clone_child(launch, &write_end) {
+            Err(spawn::SpawnError::Unsupported) => {
+                spawner.stack = None;
+                spawn_command(&spawner.shell, launch, write_end)
             }
-            None => spawn_command(&spawner.shell, launch, write_end),
+            other => {
+                drop(write_end);
+                other.map_err(|e| spawn_error(&spawner.shell, launch, e))
+            }
         };
         // Our copies of the pipe's write end are gone here, so the capture sees EOF once
         // everything the child started has closed it.
@@ -199,6 +245,20 @@ impl Child {
     }
 }
 
+/// Descriptors above 2 without close-on-exec: what procman inherited for its children
+/// (everything procman opens itself is close-on-exec).
+fn inherited() -> impl Iterator<Item = i32> {
+    let open = std::fs::read_dir("/proc/self/fd").into_iter().flatten();
+    open.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&fd| fd > 2)
+        .filter(|&fd| {
+            // SAFETY: F_GETFD only reads the flags of a descriptor number; a closed one
+            // (the directory listing's own, by now) gives -1.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            flags >= 0 && flags & libc::FD_CLOEXEC == 0
+        })
+}
+
 /// `fd` itself, or a copy numbered 3 or above if it is 0, 1 or 2 (procman started with
 /// closed stdio), so that setting up the child's stdio cannot overwrite it.
 fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
@@ -215,6 +275,7 @@ fn clone_child(
     null: &OwnedFd,
     launch: &Launch<'_>,
     output: &OwnedFd,
+    keep_descriptors: Option<u32>,
 ) -> Result<(u32, OwnedFd), spawn::SpawnError> {
     let invalid = spawn::SpawnError::Clone;
     let decision = if shell.always {
@@ -294,6 +355,7 @@ fn clone_child(
         stdin: null.as_fd(),
         output: output.as_fd(),
         cgroup: launch.cgroup,
+        keep_descriptors,
     };
     spawn::spawn(stack, &mut request)
 }

@@ -339,6 +339,16 @@ enum Phase {
     Finished,
 }
 
+/// The dependency a process in `state` waits for, if it names one.
+fn waiting_for(state: &ProcessState) -> Option<&str> {
+    match state {
+        ProcessState::Waiting {
+            waiting_for: Some(what),
+        } => Some(what),
+        _ => None,
+    }
+}
+
 /// The process table and what the whole stack is doing.
 pub struct Machine {
     procs: Vec<Proc>,
@@ -355,6 +365,9 @@ pub struct Machine {
     ready_waiters: Vec<RequestId>,
     /// Requests that named a group, answered once every member has been.
     joint: HashMap<RequestId, Joint>,
+    /// How many processes wait for a named dependency, so that [`Machine::waiting`] costs
+    /// nothing when none does.
+    waiting: usize,
     effects: Vec<Effect>,
 }
 
@@ -384,6 +397,7 @@ impl Machine {
             name_uses: HashMap::new(),
             ready_waiters: Vec::new(),
             joint: HashMap::new(),
+            waiting: 0,
             effects: Vec::new(),
         };
         for spec in processes {
@@ -536,12 +550,14 @@ impl Machine {
 
     /// Processes waiting for a dependency, and for which one.
     pub fn waiting(&self) -> impl Iterator<Item = (&ProcessName, &str)> {
-        self.procs.iter().filter_map(|p| match &p.state {
-            ProcessState::Waiting {
-                waiting_for: Some(what),
-            } => Some((p.name(), what.as_str())),
-            _ => None,
-        })
+        let procs = if self.waiting == 0 {
+            &[][..]
+        } else {
+            &self.procs[..]
+        };
+        procs
+            .iter()
+            .filter_map(|p| waiting_for(&p.state).map(|what| (p.name(), what)))
     }
 
     fn find(&self, name: &str) -> Option<usize> {
@@ -555,6 +571,8 @@ impl Machine {
     fn set_state(&mut self, i: usize, state: ProcessState) {
         let proc = &mut self.procs[i];
         if proc.state != state {
+            self.waiting -= usize::from(waiting_for(&proc.state).is_some());
+            self.waiting += usize::from(waiting_for(&state).is_some());
             proc.state = state;
             self.effects.push(Effect::Changed(proc.name().clone()));
         }

@@ -138,6 +138,7 @@ pub async fn run(
         containment,
         watcher: None,
         units: HashMap::new(),
+        lingering: HashSet::new(),
         lifeline,
         spawner,
         base_env,
@@ -166,6 +167,9 @@ struct Runner {
     watcher: Option<Arc<Watcher>>,
     /// Every unit with something left, by leader pid.
     units: HashMap<u32, Tracked>,
+    /// The units whose leader is gone while the rest is not, the only ones a SIGCHLD or a
+    /// `cgroup.events` change can end (so that looking costs nothing per running process).
+    lingering: HashSet<u32>,
     lifeline: Arc<Lifeline>,
     spawner: Spawner,
     base_env: BTreeMap<String, String>,
@@ -267,10 +271,10 @@ impl Runner {
             Input::Contained => {
                 self.reap_orphans();
                 let gone: Vec<u32> = self
-                    .units
+                    .lingering
                     .iter()
-                    .filter(|(_, t)| t.leader_gone && !t.unit.alive())
-                    .map(|(pid, _)| *pid)
+                    .copied()
+                    .filter(|pid| self.units.get(pid).is_none_or(|t| !t.unit.alive()))
                     .collect();
                 for pid in gone {
                     if let Some(name) = self.release(pid) {
@@ -573,20 +577,23 @@ impl Runner {
     /// A leader exited and was reaped: whether anything of its unit is left. If so, the
     /// unit is watched until it is gone ([`Input::Contained`]); if not, it is released.
     fn leader_gone(&mut self, pid: u32, drained: bool) -> bool {
-        let spare = self.own_children();
         let groups_mode = self.containment.cgroup_dir().is_none();
+        if !drained && groups_mode {
+            let own = |p: u32| self.is_own_child(p);
+            let strays = self.units.get(&pid).map(|tracked| {
+                self.containment
+                    .strays(tracked.unit.pgid(), tracked.pipe_inode, own)
+            });
+            if let (Some(strays), Some(tracked)) = (strays, self.units.get_mut(&pid)) {
+                for stray in strays {
+                    tracked.unit.add_stray(stray);
+                }
+            }
+        }
         let Some(tracked) = self.units.get_mut(&pid) else {
             return false;
         };
         tracked.leader_gone = true;
-        if !drained {
-            self.containment
-                .add_strays(&mut tracked.unit, tracked.pipe_inode, &spare);
-        }
-        // Watch before looking, so that a change in between still wakes us.
-        if let (Some(events), Some(watcher)) = (tracked.unit.events(), &self.watcher) {
-            let _ = watcher.watch(&events);
-        }
         for stray in tracked.unit.strays() {
             self.lifeline.watch_stray(stray.pid, stray.start);
             let exited = Arc::clone(&stray.exited);
@@ -596,13 +603,21 @@ impl Runner {
                 let _ = inputs.send(Input::Contained);
             });
         }
-        let alive = tracked.unit.alive();
+        let mut alive = tracked.unit.alive();
+        // Usually nothing is left; otherwise watch its `cgroup.events`, then look again, so
+        // that a change before the watch is not missed.
+        if alive && let (Some(events), Some(watcher)) = (tracked.unit.events(), &self.watcher) {
+            let _ = watcher.watch(&events);
+            alive = tracked.unit.alive();
+        }
         // Its children became ours; those still holding its output are worth a scan
         // (the others carry PROCMAN_INSTANCE for the guardian).
         if groups_mode && !drained {
             self.guard_adopted();
         }
-        if !alive {
+        if alive {
+            self.lingering.insert(pid);
+        } else {
             self.release(pid);
         }
         alive
@@ -611,6 +626,7 @@ impl Runner {
     /// Nothing of unit `pid` is left: removes its cgroup, tells the guardian to forget it,
     /// and returns its process name.
     fn release(&mut self, pid: u32) -> Option<ProcessName> {
+        self.lingering.remove(&pid);
         let tracked = self.units.remove(&pid)?;
         self.lifeline.forget(pid);
         for stray in tracked.unit.strays() {
@@ -620,18 +636,15 @@ impl Runner {
         Some(tracked.name)
     }
 
-    /// The leaders and the guardian: our children that others reap.
-    fn own_children(&self) -> HashSet<u32> {
-        let mut own: HashSet<u32> = self.children.values().map(Child::pid).collect();
-        own.insert(self.lifeline.guardian());
-        own
+    /// Whether `pid` is a child that others reap: a leader not reaped yet, or the guardian.
+    fn is_own_child(&self, pid: u32) -> bool {
+        pid == self.lifeline.guardian() || self.units.get(&pid).is_some_and(|t| !t.leader_gone)
     }
 
     /// Reaps exited orphans (procman is their subreaper); adopted processes it reaped
     /// need no guarding any more, and their children are adopted in turn.
     fn reap_orphans(&mut self) {
-        let own = self.own_children();
-        let reaped = containment::reaper::reap_orphans(|pid| own.contains(&pid));
+        let reaped = containment::reaper::reap_orphans(|pid| self.is_own_child(pid));
         for pid in &reaped.orphans {
             self.lifeline.forget_stray(*pid);
         }
@@ -643,7 +656,7 @@ impl Runner {
     /// Process-group mode: tells the guardian about every orphan procman adopted, which no
     /// process group of ours may hold any more.
     fn guard_adopted(&self) {
-        for p in self.containment.adopted(&self.own_children()) {
+        for p in self.containment.adopted(|pid| self.is_own_child(pid)) {
             self.lifeline.watch_stray(p.pid, p.start);
         }
     }

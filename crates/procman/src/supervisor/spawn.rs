@@ -11,9 +11,11 @@
 //! - reads memory the suspended parent prepared and does not change (argv, envp, paths,
 //!   descriptors), and writes to its own stack and to [`Shared`] (atomics the parent reads
 //!   after it resumes);
-//! - makes async-signal-safe system calls (`sigaction`, `rt_sigprocmask`, `setpgid`,
-//!   `dup2`, `fcntl`, `chdir`, `access`, `writev`, `execve`, `_exit`): no allocation, no
-//!   lock, nothing that could panic;
+//! - makes async-signal-safe system calls (`sigaction`, `rt_sigprocmask`, `close_range`,
+//!   `setpgid`, `dup2`, `fcntl`, `chdir`, `access`, `writev`, `execve`, `_exit`): no
+//!   allocation, no lock, nothing that could panic;
+//! - with [`Request::keep_descriptors`], leaves the supervisor's descriptor table before
+//!   it changes any descriptor;
 //! - runs with every signal blocked (the parent blocks them before the clone) until it has
 //!   reset each signal the supervisor catches to its default: a handler of the supervisor
 //!   must never run in the child, where it would write the supervisor's memory.
@@ -104,11 +106,20 @@ pub struct Request<'a> {
     pub output: BorrowedFd<'a>,
     /// The cgroup directory to start in.
     pub cgroup: Option<BorrowedFd<'a>>,
+    /// `Some(n)`: clone sharing the supervisor's descriptor table, which the child then
+    /// leaves keeping only the descriptors below `n` (`close_range` with
+    /// `CLOSE_RANGE_UNSHARE`, Linux 5.9); `n` must exceed `stdin`, `output` and every
+    /// descriptor the child is to inherit. A plain clone copies the whole table, and exec
+    /// then closes every copy: work for each descriptor the supervisor holds (several per
+    /// running process), where this copies `n`.
+    pub keep_descriptors: Option<u32>,
 }
 
 /// The step of the child's setup that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// Leaving the supervisor's descriptor table ([`Request::keep_descriptors`]).
+    Unshare,
     /// Its own process group.
     ProcessGroup,
     /// stdin, stdout, stderr.
@@ -249,6 +260,9 @@ pub fn spawn(stack: &mut Stack, request: &mut Request<'_>) -> Result<(u32, Owned
     };
     let mut pidfd: c_int = -1;
     let mut flags = (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64;
+    if child.request.keep_descriptors.is_some() {
+        flags |= libc::CLONE_FILES as u64;
+    }
     if child.request.cgroup.is_some() {
         flags |= CLONE_INTO_CGROUP;
     }
@@ -296,6 +310,7 @@ pub fn spawn(stack: &mut Stack, request: &mut Request<'_>) -> Result<(u32, Owned
             1 => Step::ProcessGroup,
             2 => Step::Descriptors,
             3 => Step::Cwd,
+            5 => Step::Unshare,
             _ => Step::Exec,
         };
         return Err(SpawnError::Child(step, error));
@@ -405,11 +420,18 @@ unsafe extern "C" fn child_main(arg: *mut c_void) -> ! {
             libc::_exit(127)
         };
         reset_signal_handlers();
+        let stdin = request.stdin.as_raw_fd();
+        let output = request.output.as_raw_fd();
+        // Until this succeeds the table is the supervisor's: nothing below may change it.
+        if let Some(keep) = request.keep_descriptors {
+            let (first, unshare) = (keep as libc::c_uint, libc::CLOSE_RANGE_UNSHARE);
+            if libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, unshare) != 0 {
+                fail(5);
+            }
+        }
         if libc::setpgid(0, 0) != 0 {
             fail(1);
         }
-        let stdin = request.stdin.as_raw_fd();
-        let output = request.output.as_raw_fd();
         if !redirect(stdin, 0) || !redirect(output, 1) || !redirect(output, 2) {
             fail(2);
         }

@@ -8,13 +8,15 @@
 //! finds one left behind (after the supervisor and its guardian were both SIGKILLed) knows
 //! whose it was.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
 use crate::control::sanitize;
@@ -24,6 +26,9 @@ use crate::control::sanitize;
 pub struct Tree {
     /// Its directory in the cgroup filesystem.
     dir: PathBuf,
+    /// That directory, open: each run's cgroup is made, read and removed relative to it,
+    /// without walking the whole path each time.
+    handle: Arc<OwnedFd>,
     /// Its path as `/proc/PID/cgroup` shows it.
     name: String,
     next: AtomicU64,
@@ -62,9 +67,17 @@ impl Tree {
             let _ = std::fs::remove_dir(&dir);
             return Err(e);
         }
+        let handle = match open_dir(rustix::fs::CWD, &dir) {
+            Ok(handle) => Arc::new(handle),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                return Err(e.into());
+            }
+        };
         let name = format!("{}/{leaf}", own.trim_end_matches('/'));
         Ok(Tree {
             dir,
+            handle,
             name,
             next: AtomicU64::new(1),
         })
@@ -79,29 +92,44 @@ impl Tree {
     pub fn leaf(&self, name: &str) -> io::Result<Leaf> {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let base = format!("{seq}-{}", sanitize(name));
-        let dir = self.dir.join(&base);
-        std::fs::create_dir(&dir)?;
-        let handle = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_DIRECTORY)
-            .open(&dir);
-        match handle {
+        rustix::fs::mkdirat(&*self.handle, &base, Mode::from_raw_mode(0o755))?;
+        let leaf = Leaf {
+            parent: Arc::clone(&self.handle),
+            dir: self.dir.join(&base),
+            name: format!("{}/{base}", self.name),
+            handle: None,
+            base,
+        };
+        match open_dir(&*self.handle, &leaf.base) {
             Ok(handle) => Ok(Leaf {
-                dir,
-                name: format!("{}/{base}", self.name),
-                handle: Some(handle.into()),
+                handle: Some(handle),
+                ..leaf
             }),
             Err(e) => {
-                let _ = std::fs::remove_dir(&dir);
-                Err(e)
+                leaf.remove();
+                Err(e.into())
             }
         }
     }
 }
 
+/// Opens directory `path` (relative to `at`) without following a symlink.
+fn open_dir(at: impl AsFd, path: impl rustix::path::Arg) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        at,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 /// The cgroup of one process run.
 #[derive(Debug)]
 pub struct Leaf {
+    /// procman's cgroup, open.
+    parent: Arc<OwnedFd>,
+    /// Its directory name in there.
+    base: String,
     dir: PathBuf,
     /// Its path as `/proc/PID/cgroup` shows it.
     name: String,
@@ -127,7 +155,16 @@ impl Leaf {
 
     /// Whether any process is left in it.
     pub fn populated(&self) -> bool {
-        populated(&self.dir)
+        let events = rustix::fs::openat(
+            &*self.parent,
+            format!("{}/cgroup.events", self.base),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        let mut text = String::new();
+        events.is_ok_and(|fd| {
+            std::fs::File::from(fd).read_to_string(&mut text).is_ok() && is_populated(&text)
+        })
     }
 
     /// Sends `signal` to every process in it. Each is addressed by a pidfd and checked to
@@ -154,9 +191,11 @@ impl Leaf {
         kill(&self.dir);
     }
 
-    /// Removes it (once empty).
+    /// Removes it (once empty): one `rmdir`, unless its processes made cgroups below it.
     pub fn remove(&self) {
-        remove_tree(&self.dir);
+        if rustix::fs::unlinkat(&*self.parent, &self.base, AtFlags::REMOVEDIR).is_err() {
+            remove_tree(&self.dir);
+        }
     }
 
     fn contains(&self, pid: Pid) -> bool {
@@ -171,9 +210,12 @@ impl Leaf {
 
 /// `populated 1` in `dir/cgroup.events`: a process is left in it or below it.
 pub fn populated(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("cgroup.events"))
-        .map(|text| text.lines().any(|l| l.trim() == "populated 1"))
-        .unwrap_or(false)
+    std::fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|text| is_populated(&text))
+}
+
+/// Whether `text` (of a `cgroup.events`) says `populated 1`.
+fn is_populated(text: &str) -> bool {
+    text.lines().any(|l| l.trim() == "populated 1")
 }
 
 /// Waits (up to `timeout`) until no process is left in `dir` or below; woken by inotify

@@ -121,29 +121,32 @@ impl Containment {
             .transpose()
     }
 
-    /// After a leader exited, in process-group mode: adds to `unit` the descendants outside
-    /// its group that still hold its output pipe (`pipe_inode`), to be stopped with it.
-    pub fn add_strays(&self, unit: &mut Unit, pipe_inode: u64, spare: &HashSet<u32>) {
+    /// After a leader exited, in process-group mode: the descendants outside its group
+    /// (`pgid`) that still hold its output pipe (`pipe_inode`), to be stopped with it
+    /// ([`Unit::add_stray`]); `spare` says which are children it spawned.
+    pub fn strays(
+        &self,
+        pgid: u32,
+        pipe_inode: u64,
+        spare: impl Fn(u32) -> bool,
+    ) -> Vec<procfs::Proc> {
         if self.cgroups.is_some() {
-            return;
+            return Vec::new();
         }
-        for p in descendants(spare) {
-            if p.pgid != unit.pgid && procfs::holds_pipe(p.pid, pipe_inode) {
-                unit.add_stray(p);
-            }
-        }
+        descendants(spare)
+            .into_iter()
+            .filter(|p| p.pgid != pgid && procfs::holds_pipe(p.pid, pipe_inode))
+            .collect()
     }
 
     /// Orphans procman adopted (children it did not spawn), so that the guardian can kill
-    /// them too; `spare` are the children it spawned.
-    pub fn adopted(&self, spare: &HashSet<u32>) -> Vec<procfs::Proc> {
+    /// them too; `spare` says which are children it spawned.
+    pub fn adopted(&self, spare: impl Fn(u32) -> bool) -> Vec<procfs::Proc> {
         let me = std::process::id();
         let own_group = procfs::own_group();
         procfs::all()
             .into_iter()
-            .filter(|p| {
-                p.ppid == me && !p.is_zombie() && p.pgid != own_group && !spare.contains(&p.pid)
-            })
+            .filter(|p| p.ppid == me && !p.is_zombie() && p.pgid != own_group && !spare(p.pid))
             .collect()
     }
 
@@ -177,14 +180,14 @@ impl Drop for Containment {
 }
 
 /// Every descendant of procman (through parent links), except `spare` and theirs.
-fn descendants(spare: &HashSet<u32>) -> Vec<procfs::Proc> {
+fn descendants(spare: impl Fn(u32) -> bool) -> Vec<procfs::Proc> {
     let table = procfs::all();
     let mut inside: HashSet<u32> = HashSet::from([std::process::id()]);
     let mut found = Vec::new();
     loop {
         let before = found.len();
         for p in &table {
-            if inside.contains(&p.ppid) && !inside.contains(&p.pid) && !spare.contains(&p.pid) {
+            if inside.contains(&p.ppid) && !inside.contains(&p.pid) && !spare(p.pid) {
                 inside.insert(p.pid);
                 found.push(*p);
             }
@@ -271,7 +274,8 @@ impl Unit {
         }
     }
 
-    fn add_stray(&mut self, p: procfs::Proc) {
+    /// Adds `p` (from [`Containment::strays`]) if it is still that process.
+    pub fn add_stray(&mut self, p: procfs::Proc) {
         let Some(pid) = Pid::from_raw(p.pid as i32) else {
             return;
         };
