@@ -16,6 +16,7 @@ use rustix::process::{Pid, PidfdFlags, WaitOptions, pidfd_open, waitpid};
 use tokio::io::unix::AsyncFd;
 
 use super::command::{self, Decision};
+use super::containment::procfs;
 use super::spawn::{self, CStrings, Exec, Failure, Request, Step};
 
 /// The shell that runs `run` scripts.
@@ -145,7 +146,12 @@ impl Spawner {
             .into_iter()
             .flatten()
             .map(|fd| fd.as_raw_fd());
-        let keep = low.chain(inherited()).max().unwrap_or(2).max(2) as u32 + 1;
+        let keep = low
+            .chain(procfs::inheritable_descriptors())
+            .max()
+            .unwrap_or(2)
+            .max(2) as u32
+            + 1;
         Ok(Spawner {
             shell: Shell::detect(),
             stack: spawn::Stack::new().ok(),
@@ -243,20 +249,6 @@ impl Child {
         let (_, status) = waitpid(Some(pid), WaitOptions::NOHANG).ok()??;
         Some(ExitStatus::from_raw(status.as_raw()))
     }
-}
-
-/// Descriptors above 2 without close-on-exec: what procman inherited for its children
-/// (everything procman opens itself is close-on-exec).
-fn inherited() -> impl Iterator<Item = i32> {
-    let open = std::fs::read_dir("/proc/self/fd").into_iter().flatten();
-    open.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&fd| fd > 2)
-        .filter(|&fd| {
-            // SAFETY: F_GETFD only reads the flags of a descriptor number; a closed one
-            // (the directory listing's own, by now) gives -1.
-            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-            flags >= 0 && flags & libc::FD_CLOEXEC == 0
-        })
 }
 
 /// `fd` itself, or a copy numbered 3 or above if it is 0, 1 or 2 (procman started with

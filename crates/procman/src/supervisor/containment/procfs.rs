@@ -68,6 +68,26 @@ pub fn holds_pipe(pid: u32, inode: u64) -> bool {
         .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == Path::new(&wanted)))
 }
 
+/// This process's descriptors above 2 without close-on-exec: what it inherited to pass on
+/// to its children (everything procman opens itself is close-on-exec).
+pub fn inheritable_descriptors() -> Vec<i32> {
+    /// `O_CLOEXEC` as `fdinfo` shows it, in its octal `flags:`.
+    const CLOEXEC: u32 = 0o2_000_000;
+    let Ok(fds) = std::fs::read_dir("/proc/self/fdinfo") else {
+        return Vec::new();
+    };
+    fds.filter_map(|entry| {
+        let entry = entry.ok()?;
+        let fd: i32 = entry.file_name().to_str()?.parse().ok()?;
+        // The listing's own descriptor is closed by the time its entry is read.
+        let info = std::fs::read_to_string(entry.path()).ok()?;
+        let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+        let flags = u32::from_str_radix(flags.trim(), 8).ok()?;
+        (fd > 2 && flags & CLOEXEC == 0).then_some(fd)
+    })
+    .collect()
+}
+
 /// Whether `pid`'s initial environment has `entry` (`KEY=VALUE`).
 pub fn has_env(pid: u32, entry: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/environ"))
@@ -93,6 +113,18 @@ fn parse_stat(pid: u32, text: &[u8]) -> Option<Proc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn descriptors_without_close_on_exec_are_inheritable() {
+        use rustix::fs::{Mode, OFlags, open};
+        let passed = open("/dev/null", OFlags::RDONLY, Mode::empty()).unwrap();
+        let private = open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let found = inheritable_descriptors();
+        assert!(found.contains(&passed.as_raw_fd()), "{found:?}");
+        assert!(!found.contains(&private.as_raw_fd()), "{found:?}");
+        assert!(found.iter().all(|&fd| fd > 2), "{found:?}");
+    }
 
     #[test]
     fn parses_a_command_name_with_spaces_and_parentheses() {
