@@ -180,15 +180,40 @@ async fn spawn_server(
             last_lines(&server_log)
         );
     }
-    // Reap it in the background if it exits before we do.
-    std::thread::spawn(move || child.wait());
+    let pid = child.id();
+    // Reaped in the background, where it may exit before we do.
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || exited.send(child.wait()));
     match ServerInfo::read(&paths.discovery).filter(ServerInfo::is_live) {
         Some(server) => Ok((server, server_log)),
-        None => bail!(
-            "the server exited while starting{}",
-            last_lines(&server_log)
-        ),
+        None => {
+            // It left after saying it listens (a process failing at once ends it that
+            // fast) or before: once it is gone, its output says which.
+            let _ = tokio::task::block_in_place(|| exit.recv_timeout(LEAVING));
+            match explained(pid, &server_log) {
+                Some(error) => Err(error),
+                None => bail!(
+                    "the server exited while starting{}",
+                    last_lines(&server_log)
+                ),
+            }
+        }
     }
+}
+
+/// How long a server that stopped before its processes were ready is waited for, so
+/// that its last lines are written.
+const LEAVING: Duration = Duration::from_secs(5);
+
+/// `the server (pid N) stopped before its processes were ready: REASON` and its last
+/// lines, if its output says why it shut down.
+fn explained(pid: u32, log: &ServerLog) -> Option<anyhow::Error> {
+    let lines = log.last_lines(SHOWN_LINES);
+    let reason = shutdown_reason(&lines)?;
+    Some(anyhow!(
+        "the server (pid {pid}) stopped before its processes were ready: {reason}{}",
+        last_lines(log)
+    ))
 }
 
 /// The server left before its processes were ready: why, as its output says, and the
@@ -205,15 +230,13 @@ fn server_failed(server: &ServerInfo, log: Option<&ServerLog>, deadline: Instant
             server.pid
         );
     };
-    let lines = log.last_lines(SHOWN_LINES);
-    let why = shutdown_reason(&lines)
-        .map(|reason| format!(": {reason}"))
-        .unwrap_or_default();
-    anyhow!(
-        "the server (pid {}) stopped before its processes were ready{why}{}",
-        server.pid,
-        last_lines(log)
-    )
+    explained(server.pid, log).unwrap_or_else(|| {
+        anyhow!(
+            "the server (pid {}) stopped before its processes were ready{}",
+            server.pid,
+            last_lines(log)
+        )
+    })
 }
 
 /// Whether a live server announces itself for `paths` (a leaving one no longer does).
