@@ -7,7 +7,8 @@
 //!   it for comparison (0.12 calls `sh -o pipefail`, so it runs with a `sh -> bash` shim
 //!   first on PATH). The reader is kept lean, as it shares the machine with what it
 //!   measures: 1 MiB reads, lines found with `memchr` in place (no allocation per line),
-//!   and each line checked to be a child's (`{name} | {number}`, not `procman | …`);
+//!   and each line checked to be a child's (`{name} | {number}`, not `procman | …`).
+//!   `THROUGHPUT_LINES=N` sets the lines per child;
 //! - latency from starting `procman run` to its one process's first command;
 //! - an idle supervisor with 10 children: context switches over 10 s and RSS;
 //! - `serve`: `run` messages written straight into the FIFO, processes spawned per second,
@@ -32,6 +33,9 @@ use common::{Project, median, now_secs, sorted_median, status_field, wait_for_st
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (lines, runs) = if full { (250_000, 5) } else { (2_000, 1) };
+    // Lines per child of the throughput rows (e.g. 2,500,000 to see the streaming rate
+    // with the start-up and shutdown costs spread thinner).
+    let lines = std::env::var("THROUGHPUT_LINES").map_or(lines, |v| v.parse().unwrap());
     println!("machine: {} cores; {}", cores(), cpu_model());
 
     let ours = Path::new(env!("CARGO_BIN_EXE_procman")).to_owned();
