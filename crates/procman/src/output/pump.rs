@@ -3,9 +3,10 @@
 //! One thread whatever the number of processes; the supervisor's (current-thread) runtime
 //! never formats a line or waits on a terminal. A slow destination blocks this thread,
 //! which stops reading, so the children block on their full pipes: lines are never dropped.
-//! Each read is formatted as a whole, and the terminal is written once per wake-up for
-//! everything read in it; the log files are written by the log writer thread
-//! ([`super::writer`]) from the same batches.
+//! Each read is formatted for the terminal as a whole, and the terminal is written once
+//! per wake-up for everything read in it; the bytes read and the positions of their lines
+//! go to the log writer thread ([`super::writer`]), which formats `procman.log` and writes
+//! the log files.
 
 use std::collections::HashMap;
 use std::io;
