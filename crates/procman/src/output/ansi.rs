@@ -10,6 +10,21 @@ pub(crate) fn is_control(byte: u8) -> bool {
     (byte < 0x20 && byte != b'\t') || byte == 0x7f
 }
 
+/// Whether `data` holds a byte that [`clean`] would change, line endings apart: a
+/// control character other than `\n` (so `\r` of a `\r\n` counts).
+///
+/// Branch-free over blocks so that it vectorizes: it runs over every byte logged.
+pub(crate) fn has_controls(data: &[u8]) -> bool {
+    const BLOCK: usize = 64;
+    let flagged = |block: &[u8]| {
+        block.iter().fold(false, |found, &b| {
+            found | ((b < 0x20) & (b != b'\t') & (b != b'\n')) | (b == 0x7f)
+        })
+    };
+    let mut blocks = data.chunks_exact(BLOCK);
+    blocks.by_ref().any(flagged) || flagged(blocks.remainder())
+}
+
 /// Appends `line` to `out` without its ANSI escape sequences, and with every other
 /// control character but TAB in caret notation (`\r` as `^M`, NUL as `^@`), as
 /// `cat -v` shows them: a line shown from the log cannot return over its own time stamp
@@ -129,6 +144,22 @@ mod tests {
         assert_eq!(clean(hostile, false), b"abred\tc");
         assert_eq!(clean(b"\x1b[38:5:1mx", true), b"\x1b[38:5:1mx");
         assert_eq!(clean(b"cut\x1b[1", true), b"cut");
+    }
+
+    #[test]
+    fn controls_are_found_in_any_block() {
+        use super::{has_controls, is_control};
+        for at in [0, 1, 63, 64, 65, 127, 128, 200] {
+            for byte in 0..=255u8 {
+                let mut data = vec![b'a'; 201];
+                data[at] = byte;
+                let expected = byte != b'\n' && is_control(byte);
+                assert_eq!(has_controls(&data), expected, "byte {byte:#x} at {at}");
+            }
+        }
+        assert!(!has_controls(b""));
+        assert!(!has_controls(b"line\n\tline\n"));
+        assert!(has_controls(b"crlf\r\n"));
     }
 
     #[test]

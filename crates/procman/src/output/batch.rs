@@ -1,16 +1,16 @@
-//! Formatting lines for the terminal and `procman.log`, many lines per write.
+//! Formatting lines for the terminal, many lines per write.
+//!
+//! (`procman.log` is formatted by the log writer thread, [`super::writer`].)
 
-use std::fmt::Write as _;
 use std::ops::Range;
-use std::time::SystemTime;
 
-use super::ansi::clean;
 use super::color;
 use super::names::label;
 
 /// The name column of one process, ready to copy in front of each line.
 pub(crate) struct Prefix {
-    /// `{name:>width} | `, coloured if the terminal is.
+    /// `{name:>width} | `, coloured if the terminal is, followed by [`SLACK`] zeros (see
+    /// [`append`]).
     term: Vec<u8>,
     /// `{name:>width} | ` without colour.
     log: Vec<u8>,
@@ -21,11 +21,12 @@ impl Prefix {
     /// whether the terminal is coloured.
     pub(crate) fn new(name: &str, color: Option<usize>, width: usize, paint: bool) -> Prefix {
         let plain = format!("{} | ", label(name, width));
-        let term = if paint {
+        let mut term = if paint {
             color::paint(&plain, color).into_bytes()
         } else {
             plain.clone().into_bytes()
         };
+        term.resize(term.len() + SLACK, 0);
         Prefix {
             term,
             log: plain.into_bytes(),
@@ -34,94 +35,47 @@ impl Prefix {
 
     /// The column as the terminal shows it.
     pub(crate) fn terminal(&self) -> &[u8] {
-        &self.term
+        &self.term[..self.term.len() - SLACK]
+    }
+
+    /// The column as `procman.log` shows it.
+    pub(crate) fn log(&self) -> &[u8] {
+        &self.log
     }
 }
 
-/// Lines of any processes, formatted for the terminal and for the combined log.
+/// Lines of any processes, prefixed (and maybe coloured) for the terminal.
+#[derive(Default)]
 pub(crate) struct Batch {
-    logs: bool,
-    /// `{RFC 3339 UTC time with milliseconds} ` of the lines being added.
-    stamp: String,
-    /// The stamp and the log prefix of the process whose lines are being added.
-    log_prefix: Vec<u8>,
-    /// Prefixed (and maybe coloured) lines for the terminal.
     pub(crate) term: Vec<u8>,
-    /// Time-stamped, prefixed lines without escape sequences for `procman.log`.
-    pub(crate) log: Vec<u8>,
 }
 
 impl Batch {
-    /// An empty batch; `logs` says whether the combined log is written.
-    pub(crate) fn new(logs: bool) -> Batch {
-        Batch {
-            logs,
-            stamp: String::new(),
-            log_prefix: Vec::new(),
-            term: Vec::new(),
-            log: Vec::new(),
-        }
-    }
-
-    /// Stamps the lines added from now on with `time`.
-    pub(crate) fn set_time(&mut self, time: SystemTime) {
-        if self.logs {
-            self.stamp.clear();
-            let _ = write!(self.stamp, "{} ", humantime::format_rfc3339_millis(time));
-        }
-    }
-
-    /// Starts adding lines of the process with `prefix`.
-    pub(crate) fn begin(&mut self, prefix: &Prefix) {
-        if self.logs {
-            self.log_prefix.clear();
-            self.log_prefix.extend_from_slice(self.stamp.as_bytes());
-            self.log_prefix.extend_from_slice(&prefix.log);
-        }
-    }
-
-    /// Adds the lines `ranges` of `data` (without their line endings) of the process
-    /// given to [`Batch::begin`]. `controls` says whether they may hold escape sequences
-    /// or other control characters, which the log shows cleaned (see [`clean`]).
-    pub(crate) fn push(
-        &mut self,
-        prefix: &Prefix,
-        data: &[u8],
-        ranges: &[Range<usize>],
-        controls: bool,
-    ) {
+    /// Adds the lines `ranges` of `data` (without their line endings) under `prefix`.
+    pub(crate) fn push(&mut self, prefix: &Prefix, data: &[u8], ranges: &[Range<usize>]) {
         let text: usize = ranges.iter().map(|r| r.len()).sum();
-        self.term
-            .reserve(text + ranges.len() * (prefix.term.len() + 1));
+        let column = prefix.terminal().len();
+        let term = &mut self.term;
+        term.reserve(text + ranges.len() * (column + 1) + SLACK);
         for range in ranges {
-            self.term.extend_from_slice(&prefix.term);
-            self.term.extend_from_slice(&data[range.clone()]);
-            self.term.push(b'\n');
-        }
-        if !self.logs {
-            return;
-        }
-        self.log
-            .reserve(text + ranges.len() * (self.log_prefix.len() + 1));
-        for range in ranges {
-            self.log.extend_from_slice(&self.log_prefix);
-            if controls {
-                clean(&data[range.clone()], &mut self.log);
+            append(term, &prefix.term, column);
+            // A line that ends at its `\n` is copied with it, in one piece.
+            if data.get(range.end) == Some(&b'\n') {
+                append(term, &data[range.start..], range.len() + 1);
             } else {
-                self.log.extend_from_slice(&data[range.clone()]);
+                append(term, &data[range.start..], range.len());
+                term.push(b'\n');
             }
-            self.log.push(b'\n');
         }
     }
 
     /// Bytes waiting to be written.
     pub(crate) fn len(&self) -> usize {
-        self.term.len() + self.log.len()
+        self.term.len()
     }
 
-    /// Empties the terminal's buffer; a large one is released so a burst does not pin
-    /// memory. (The log's buffer is handed to the log writer instead.)
-    pub(crate) fn clear_term(&mut self) {
+    /// Empties the buffer; a large one is released so a burst does not pin memory.
+    pub(crate) fn clear(&mut self) {
         self.term.clear();
         self.term.shrink_to(KEEP);
     }
@@ -130,23 +84,51 @@ impl Batch {
 /// Capacity kept by an empty buffer.
 const KEEP: usize = 1024 * 1024;
 
+/// Bytes copied at once by [`append`].
+const SLACK: usize = 32;
+
+/// Appends the first `len` bytes of `src` to `out`.
+///
+/// Most lines and name columns are short: when `src` holds [`SLACK`] bytes and `len` is
+/// at most that, it copies a fixed [`SLACK`] bytes (one move, no `memcpy` call and its
+/// dispatch) and cuts `out` back to the `len` wanted.
+#[inline]
+fn append(out: &mut Vec<u8>, src: &[u8], len: usize) {
+    match src.first_chunk::<SLACK>() {
+        Some(block) if len <= SLACK => {
+            let end = out.len() + len;
+            out.extend_from_slice(block);
+            out.truncate(end);
+        }
+        _ => out.extend_from_slice(&src[..len]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
-    fn stamps_and_strips_the_log_only() {
-        let mut batch = Batch::new(true);
-        batch.set_time(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
+    fn every_line_ends_in_one_newline() {
+        let mut batch = Batch::default();
         let prefix = Prefix::new("web", Some(0), 5, false);
-        batch.begin(&prefix);
-        let data = b"\x1b[1mbold\x1b[0m\nplain";
-        batch.push(&prefix, data, &[0..12, 13..18], true);
-        assert_eq!(batch.term, b"  web | \x1b[1mbold\x1b[0m\n  web | plain\n");
+        let data = b"\x1b[1mbold\x1b[0m\r\nplain\nlast";
+        batch.push(&prefix, data, &[0..12, 14..19, 20..24]);
         assert_eq!(
-            String::from_utf8_lossy(&batch.log),
-            "2023-11-14T22:13:20.123Z   web | bold\n2023-11-14T22:13:20.123Z   web | plain\n"
+            batch.term,
+            b"  web | \x1b[1mbold\x1b[0m\n  web | plain\n  web | last\n"
         );
+    }
+
+    #[test]
+    fn short_and_long_copies_agree() {
+        let data: Vec<u8> = (0..100u8).collect();
+        for len in 0..=60 {
+            for start in [0, 30, 40, 100 - len] {
+                let mut out = b"x".to_vec();
+                append(&mut out, &data[start..], len);
+                assert_eq!(out[1..], data[start..start + len], "{start} {len}");
+            }
+        }
     }
 }

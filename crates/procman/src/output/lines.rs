@@ -19,7 +19,7 @@ pub(crate) const CUT_WINDOW: usize = MAX_LINE + 2;
 /// a line too. The result does not depend on how the stream was chunked.
 pub(crate) fn split_lines(data: &[u8], eof: bool, mut emit: impl FnMut(Range<usize>)) -> usize {
     let mut pos = 0;
-    for newline in memchr::memchr_iter(b'\n', data) {
+    for_each_newline(data, |newline| {
         pos = cut_long(pos, newline, &mut emit);
         let end = if newline > pos && data[newline - 1] == b'\r' {
             newline - 1
@@ -28,7 +28,7 @@ pub(crate) fn split_lines(data: &[u8], eof: bool, mut emit: impl FnMut(Range<usi
         };
         emit_pieces(pos, end, &mut emit);
         pos = newline + 1;
-    }
+    });
     if eof {
         let end = if data.last() == Some(&b'\r') {
             data.len() - 1
@@ -42,6 +42,34 @@ pub(crate) fn split_lines(data: &[u8], eof: bool, mut emit: impl FnMut(Range<usi
         data.len()
     } else {
         cut_long(pos, data.len(), &mut emit)
+    }
+}
+
+/// Calls `found` with the position of every `\n` in `data`, in order.
+///
+/// Eight bytes at a time with a word-wide compare: with short lines (the common case of
+/// a busy log) this costs a few instructions per line, where a `memchr` call per line
+/// costs a call and its set-up.
+#[inline]
+pub(crate) fn for_each_newline(data: &[u8], mut found: impl FnMut(usize)) {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    let mut words = data.chunks_exact(8);
+    let mut base = 0;
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().expect("8 bytes")) ^ NEWLINES;
+        // The top bit of each byte that is zero in `x` (exact: no carries between bytes).
+        let mut zeros = !(((x & LOW7) + LOW7) | x | LOW7);
+        while zeros != 0 {
+            found(base + zeros.trailing_zeros() as usize / 8);
+            zeros &= zeros - 1;
+        }
+        base += 8;
+    }
+    for (i, &b) in words.remainder().iter().enumerate() {
+        if b == b'\n' {
+            found(base + i);
+        }
     }
 }
 
@@ -115,6 +143,18 @@ mod tests {
         }
         split_lines(&carried, true, |r| got.push(carried[r].to_vec()));
         got
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn finds_the_newlines_memchr_finds(
+            data in proptest::collection::vec(proptest::sample::select(vec![b'\n', b'a', 0x8a, 0x0b, 0x09, 0xff, 0]), 0..100)
+        ) {
+            let mut found = Vec::new();
+            for_each_newline(&data, |i| found.push(i));
+            let expected: Vec<usize> = memchr::memchr_iter(b'\n', &data).collect();
+            proptest::prop_assert_eq!(found, expected);
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! and into a bounded tail per process (for `procman logs`, followers and the TUI). Each
 //! process's own `{name}.log` receives its bytes exactly as printed; the previous run's
 //! logs move to `previous/` at start. One output thread (`pump.rs`) reads all pipes and
-//! writes all destinations.
+//! writes the terminal; one log writer thread (`writer.rs`) formats and writes the logs.
 
 mod ansi;
 mod batch;

@@ -3,9 +3,10 @@
 //! One thread whatever the number of processes; the supervisor's (current-thread) runtime
 //! never formats a line or waits on a terminal. A slow destination blocks this thread,
 //! which stops reading, so the children block on their full pipes: lines are never dropped.
-//! Each read is formatted as a whole, and the terminal is written once per wake-up for
-//! everything read in it; the log files are written by the log writer thread
-//! ([`super::writer`]) from the same batches.
+//! Each read is formatted for the terminal as a whole, and the terminal is written once
+//! per wake-up for everything read in it; the bytes read and the positions of their lines
+//! go to the log writer thread ([`super::writer`]), which formats `procman.log` and writes
+//! the log files.
 
 use std::collections::HashMap;
 use std::io;
@@ -23,7 +24,6 @@ use rustix::event::{EventfdFlags, eventfd};
 use rustix::io::Errno;
 use tokio::sync::oneshot;
 
-use super::ansi::is_control;
 use super::batch::{Batch, Prefix};
 use super::lines::{CUT_WINDOW, can_wait, split_lines};
 use super::logdir::LogFile;
@@ -114,7 +114,7 @@ pub(crate) fn start(shared: Arc<Shared>, sinks: Sinks) -> io::Result<Mailbox> {
         .map(|combined| Writer::start(combined, sinks.progress))
         .transpose()?;
     let pump = Pump {
-        batch: Batch::new(logs.is_some()),
+        batch: Batch::default(),
         logs,
         terminal: sinks.terminal,
         color: sinks.color,
@@ -199,7 +199,6 @@ impl Pump {
                 }
             }
             self.now = SystemTime::now();
-            self.batch.set_time(self.now);
             let mut stop = false;
             for event in &events {
                 match event.data.u64() {
@@ -234,12 +233,9 @@ impl Pump {
                     if text.last() != Some(&b'\n') {
                         text.push(b'\n');
                     }
-                    if let Some(logs) = &mut self.logs {
-                        if id != SUPERVISOR_ID {
-                            logs.raw(id, &text);
-                        }
-                    }
-                    self.emit(id, &text, true);
+                    // The supervisor has no own log.
+                    let raw = (id != SUPERVISOR_ID).then_some(0);
+                    self.emit(id, &text, raw, true);
                 }
                 Ok(Command::Status(status)) => {
                     self.write_out();
@@ -269,7 +265,7 @@ impl Pump {
         });
         if let Err(e) = watched {
             let message = format!("cannot read the output of {}: {e}", self.procs[id].name);
-            self.emit(SUPERVISOR_ID, format!("{message}\n").as_bytes(), true);
+            self.emit(SUPERVISOR_ID, format!("{message}\n").as_bytes(), None, true);
             let _ = done.send(Err(io::Error::other(message)));
             return;
         }
@@ -313,14 +309,14 @@ impl Pump {
         };
         let data = &buf[..carried + fresh];
         let id = pipe.id;
-        if let Some(logs) = &mut self.logs {
-            logs.raw(id, &data[carried..]);
-        }
         let eof = end.is_some();
         if !eof && can_wait(data.len()) && memchr::memchr(b'\n', &data[carried..]).is_none() {
+            if let Some(logs) = &mut self.logs {
+                logs.raw(id, &data[carried..]);
+            }
             pipe.carried.extend_from_slice(&data[carried..]);
         } else {
-            let (used, lines) = self.emit(id, data, eof);
+            let (used, lines) = self.emit(id, data, Some(carried), eof);
             let pipe = self.pipes.get_mut(&key).expect("pipe is still registered");
             pipe.lines += lines;
             pipe.carried.clear();
@@ -339,24 +335,33 @@ impl Pump {
     }
 
     /// Formats the complete lines of `data` (all of it with `eof`) as output of `id`,
-    /// keeps them in its tail and offers them to subscribers. Returns the bytes used and
-    /// the number of lines.
-    fn emit(&mut self, id: usize, data: &[u8], eof: bool) -> (usize, u64) {
+    /// hands them to the log writer (and `data[raw..]` for `id`'s own log), keeps them in
+    /// its tail and offers them to subscribers. Returns the bytes used and the number of
+    /// lines.
+    fn emit(&mut self, id: usize, data: &[u8], raw: Option<usize>, eof: bool) -> (usize, u64) {
         let width = match self.width {
             Some(width) => width,
             None => *self.width.insert(lock(&self.shared.names).fix_width()),
         };
         let color = self.color;
         let proc = &mut self.procs[id];
-        let prefix = proc
-            .prefix
-            .get_or_insert_with(|| Prefix::new(&proc.name, Names::color(id), width, color));
-        let controls = data.iter().any(|&b| b != b'\n' && is_control(b));
+        let prefix = match &mut proc.prefix {
+            Some(prefix) => prefix,
+            slot @ None => {
+                let prefix = Prefix::new(&proc.name, Names::color(id), width, color);
+                if let Some(logs) = &mut self.logs {
+                    logs.prefix(id, prefix.log().to_vec());
+                }
+                slot.insert(prefix)
+            }
+        };
         let ranges = &mut self.ranges;
         ranges.clear();
         let used = split_lines(data, eof, |range| ranges.push(range));
-        self.batch.begin(prefix);
-        self.batch.push(prefix, data, ranges, controls);
+        self.batch.push(prefix, data, ranges);
+        if let Some(logs) = &mut self.logs {
+            logs.lines(id, self.now, data, ranges, raw);
+        }
         let first_seq = self.seq;
         let lines = ranges.len() as u64;
         self.seq += lines;
@@ -387,13 +392,12 @@ impl Pump {
     fn write_out(&mut self) {
         // The logs first: a terminal that takes nothing must not hold them back.
         if let Some(logs) = &mut self.logs {
-            std::mem::swap(&mut self.batch.log, &mut logs.current.combined);
             if logs.len() > 0 {
                 logs.ship();
             }
         }
         self.terminal.write_lines(&self.batch.term);
-        self.batch.clear_term();
+        self.batch.clear();
         match &mut self.logs {
             Some(logs) => {
                 if !self.finished.is_empty() || !self.flushed.is_empty() {

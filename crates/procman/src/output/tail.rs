@@ -117,10 +117,22 @@ impl Ring {
         }
         let block = ranges[first].start..last.end;
         let kept = ranges.len() - first;
-        while !self.lines.is_empty()
-            && (self.lines.len() + kept > TAIL_LINES || self.bytes.len() + block.len() > TAIL_BYTES)
+        // The oldest lines that make room, dropped at once.
+        let mut dropped = (self.lines.len() + kept)
+            .saturating_sub(TAIL_LINES)
+            .min(self.lines.len());
+        let end = self.base + self.bytes.len() as u64;
+        let start_of = |lines: &VecDeque<Meta>, i: usize| lines.get(i).map_or(end, |m| m.start);
+        while dropped < self.lines.len()
+            && (end - start_of(&self.lines, dropped)) as usize + block.len() > TAIL_BYTES
         {
-            self.pop_front();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            let next = start_of(&self.lines, dropped);
+            self.lines.drain(..dropped);
+            self.bytes.drain(..(next - self.base) as usize);
+            self.base = next;
         }
         let needed = self.bytes.len() + block.len();
         if needed > self.bytes.capacity() {
@@ -138,16 +150,6 @@ impl Ring {
                 len: range.len() as u32,
             });
         }
-    }
-
-    fn pop_front(&mut self) {
-        self.lines.pop_front();
-        let next = self
-            .lines
-            .front()
-            .map_or(self.base + self.bytes.len() as u64, |m| m.start);
-        self.bytes.drain(..(next - self.base) as usize);
-        self.base = next;
     }
 
     fn newest(&self, name: &Arc<str>, n: usize, since: Option<SystemTime>, out: &mut Vec<LogLine>) {

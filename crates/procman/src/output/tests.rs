@@ -231,6 +231,89 @@ fn capture_edge_cases() {
     assert!(String::from_utf8_lossy(&combined) == clean);
 }
 
+/// Waits (boundedly) until the file at `path` holds `len` bytes.
+fn wait_for_len(path: &Path, len: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fs::metadata(path).map_or(0, |m| m.len()) < len as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never reached {len} bytes",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn combined_log_keeps_the_output_order_across_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, mem) = output(ColorChoice::Never, false, Some(dir.path()));
+    let mut captures = Vec::new();
+    let mut writers = Vec::new();
+    for name in ["a", "b"] {
+        out.register(name).expect("register");
+        let (reader, writer) = rustix::pipe::pipe().expect("pipe");
+        captures.push(out.capture(name, reader));
+        writers.push((
+            fs::File::from(writer),
+            dir.path().join(format!("{name}.log")),
+            0,
+        ));
+    }
+    // Each step is read (its bytes are in the process's own log) before the next is written.
+    let mut step = |w: usize, bytes: &[u8]| {
+        let (writer, log, written) = &mut writers[w];
+        writer.write_all(bytes).expect("write");
+        *written += bytes.len();
+        wait_for_len(log, *written);
+    };
+    step(0, b"a1\na2 sp");
+    out.procman("between");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while out.tail(&["procman"], 1, None).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the supervisor line never came"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    step(1, b"b1\n");
+    // The rest of a line split across reads, then escape sequences in a later read only.
+    step(0, b"lit\n\x1b[1mbold\x1b[0m\r\nnul\0\n");
+    out.procman("after");
+    drop(writers);
+    for capture in captures {
+        capture.wait().expect("capture");
+    }
+    out.flush().expect("flush");
+
+    assert_eq!(
+        read(dir.path(), "a.log"),
+        b"a1\na2 split\n\x1b[1mbold\x1b[0m\r\nnul\0\n"
+    );
+    assert_eq!(read(dir.path(), "b.log"), b"b1\n");
+    let lines = [
+        ("a", "a1"),
+        ("procman", "between"),
+        ("b", "b1"),
+        ("a", "a2 split"),
+        ("a", "\x1b[1mbold\x1b[0m"),
+        ("a", "nul\0"),
+        ("procman", "after"),
+    ];
+    let shown: String = lines
+        .iter()
+        .map(|(name, line)| format!("{name:>7} | {line}\n"))
+        .collect();
+    assert_eq!(mem.text(), shown);
+    let logged = shown
+        .replace("\x1b[1m", "")
+        .replace("\x1b[0m", "")
+        .replace('\0', "^@");
+    let combined = unstamped(&read(dir.path(), "procman.log"));
+    assert_eq!(String::from_utf8_lossy(&combined), logged);
+}
+
 #[test]
 fn log_files_are_private_and_names_sanitized() {
     let dir = tempfile::tempdir().expect("tempdir");
