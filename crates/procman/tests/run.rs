@@ -525,3 +525,22 @@ fn group_members_get_their_stop_timeout_after_the_leader_exits() {
         running.stdout_text()
     );
 }
+
+#[test]
+fn a_process_is_announced_before_its_first_line() {
+    // Processes that print at once, started together: their first line is read as soon
+    // as it is written, which must still come after the supervisor says it started.
+    let mut config = String::new();
+    for i in 0..12 {
+        config.push_str(&format!("p{i}:\n  run: echo first-{i}\n  once: true\n"));
+    }
+    let sb = Sandbox::new(&config);
+    let (status, out, err) = sb.run(&[], T);
+    assert_eq!(status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    let lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    for i in 0..12 {
+        let started = pos(&lines, &format!("p{i} ["));
+        assert!(lines[started].contains("started"), "{out}");
+        assert!(started < pos(&lines, &format!("first-{i}")), "{out}");
+    }
+}

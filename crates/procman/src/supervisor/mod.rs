@@ -41,7 +41,7 @@ use crate::deps::ExitState;
 use crate::output::Output;
 use crate::protocol::{Exit, Message, ProcessName, Reply};
 pub use child::{ALWAYS_SHELL_ENV, Shell};
-use child::{Child, Launch, Spawner};
+use child::{Child, ExitSignal, Launch, Spawner};
 pub use containment::Containment;
 use containment::{Unit, Watcher};
 pub use lifeline::Lifeline;
@@ -144,6 +144,7 @@ pub async fn run(
         base_env,
         inputs,
         local: VecDeque::new(),
+        uncaptured: Vec::new(),
         children: HashMap::new(),
         tasks: HashMap::new(),
         pending: HashMap::new(),
@@ -156,6 +157,14 @@ pub async fn run(
         subscribers: Vec::new(),
     };
     runner.main(inbox, listening).await
+}
+
+/// A process just spawned whose output is not read yet.
+struct Uncaptured {
+    name: ProcessName,
+    pid: u32,
+    pipe: OwnedFd,
+    exited: ExitSignal,
 }
 
 struct Runner {
@@ -176,6 +185,8 @@ struct Runner {
     inputs: mpsc::UnboundedSender<Input>,
     /// Results of effects performed synchronously (spawns), handled before the inbox.
     local: VecDeque<Event>,
+    /// Output pipes of processes just spawned, read from once their `started` line is out.
+    uncaptured: Vec<Uncaptured>,
     /// The live group leaders.
     children: HashMap<ProcessName, Child>,
     /// Dependency waiters and watches, per process.
@@ -221,7 +232,13 @@ impl Runner {
         self.listener = Some(Listener::start(listening, &self.output, &self.inputs));
         let mut effects = self.machine.start(Now::read());
         loop {
-            if let Some(code) = self.perform(effects) {
+            let finished = self.perform(effects);
+            // Once the `Spawned` events are handled, so that each process's `started`
+            // line comes before its first line of output.
+            if self.local.is_empty() || finished.is_some() {
+                self.capture_spawned();
+            }
+            if let Some(code) = finished {
                 self.finish(code).await;
                 return code;
             }
@@ -517,27 +534,40 @@ impl Runner {
             },
         );
         self.runs.started(name, &self.output);
-        let capture = self.output.capture(name, pipe);
-        let exited = child.exit_signal();
-        let inputs = self.inputs.clone();
-        let task_name = name.clone();
-        tokio::spawn(async move {
-            exited.wait().await;
-            // Let the capture drain what the process wrote before its exit is handled,
-            // without waiting on descendants that keep the pipe open.
-            let drained = tokio::time::timeout(DRAIN_GRACE, capture.finished())
-                .await
-                .is_ok();
-            let _ = inputs.send(Input::LeaderExited {
-                name: task_name,
-                pid,
-                drained,
-            });
+        self.uncaptured.push(Uncaptured {
+            name: name.clone(),
+            pid,
+            pipe,
+            exited: child.exit_signal(),
         });
         self.children.insert(name.clone(), child);
         Event::Spawned {
             name: name.clone(),
             pid,
+        }
+    }
+
+    /// Reads the output of the processes spawned since the last call, and reports each
+    /// one's exit once its output is drained.
+    fn capture_spawned(&mut self) {
+        for spawned in self.uncaptured.drain(..) {
+            let Uncaptured {
+                name,
+                pid,
+                pipe,
+                exited,
+            } = spawned;
+            let capture = self.output.capture(&name, pipe);
+            let inputs = self.inputs.clone();
+            tokio::spawn(async move {
+                exited.wait().await;
+                // Let the capture drain what the process wrote before its exit is handled,
+                // without waiting on descendants that keep the pipe open.
+                let drained = tokio::time::timeout(DRAIN_GRACE, capture.finished())
+                    .await
+                    .is_ok();
+                let _ = inputs.send(Input::LeaderExited { name, pid, drained });
+            });
         }
     }
 
