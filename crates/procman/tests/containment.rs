@@ -37,6 +37,18 @@ fn start(sb: &Sandbox, mode: Mode, args: &[&str]) -> Procman {
     Procman::new(Running::start(cmd), mode)
 }
 
+/// `procman serve` of an empty config in `mode`, listening.
+fn serve(mode: Mode) -> (Served, Procman) {
+    let served = Served::new("");
+    let mut cmd = served.cmd(&["serve"]);
+    if mode == Mode::Groups {
+        cmd.env("PROCMAN_NO_CGROUP", "1");
+    }
+    let procman = Procman::new(Running::start(cmd), mode);
+    procman.running.wait_for("listening on", T);
+    (served, procman)
+}
+
 /// A running procman and what it said about its containment.
 struct Procman {
     running: Running,
@@ -372,13 +384,7 @@ fn many_exits_at_once_are_all_reaped_reported_and_cleaned_up() {
     const EACH: usize = 15;
     for mode in MODES {
         let m = common::unique_sleep();
-        let served = Served::new("");
-        let mut cmd = served.cmd(&["serve"]);
-        if mode == Mode::Groups {
-            cmd.env("PROCMAN_NO_CGROUP", "1");
-        }
-        let mut procman = Procman::new(Running::start(cmd), mode);
-        procman.running.wait_for("listening on", T);
+        let (served, mut procman) = serve(mode);
         let scripts = [
             "true".to_owned(),
             "true && true".to_owned(),
@@ -487,13 +493,7 @@ fn a_process_inherits_only_stdin_stdout_and_stderr() {
     // directly or through the shell.
     for mode in MODES {
         let m = common::unique_sleep();
-        let served = Served::new("");
-        let mut cmd = served.cmd(&["serve"]);
-        if mode == Mode::Groups {
-            cmd.env("PROCMAN_NO_CGROUP", "1");
-        }
-        let procman = Procman::new(Running::start(cmd), mode);
-        procman.running.wait_for("listening on", T);
+        let (served, procman) = serve(mode);
         // What procman itself inherited to pass on (from the test harness) is passed on.
         let mut expected: Vec<String> = ["0", "1", "2", "3"].map(String::from).to_vec();
         expected.extend(inherited(procman.running.pid() as u32).map(|fd| fd.to_string()));
