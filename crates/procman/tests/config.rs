@@ -284,9 +284,7 @@ fn replicas_run_numbered_instances_and_process_exited_waits_for_all() {
 fn odd_files_given_as_config_are_named_and_never_block() {
     let sb = Sandbox::new("");
     let fifo = sb.file("fifo.yaml");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo on a path we own, with a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    common::mkfifo(&fifo);
     let socket = sb.file("sock.yaml");
     let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     std::fs::create_dir(sb.file("dir.yaml")).unwrap();

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -402,12 +401,7 @@ fn many_exits_at_once_are_all_reaped_reported_and_cleaned_up() {
                 ));
             }
         }
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(served.fifo())
-            .unwrap()
-            .write_all(burst.as_bytes())
-            .unwrap();
+        common::write_fifo(&served.fifo(), burst.as_bytes());
         let total = EACH * scripts.len();
         // Every end, success or not, says how long the process ran.
         let ended = |out: &str| out.matches(" after running ").count();
@@ -504,12 +498,7 @@ fn a_process_inherits_only_stdin_stdout_and_stderr() {
         let mut burst: String = (0..20).map(|_| run("s", &format!("sleep {m}"))).collect();
         burst.push_str(&run("direct", "ls /proc/self/fd"));
         burst.push_str(&run("shell", "ls /proc/self/fd | cat"));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(served.fifo())
-            .unwrap()
-            .write_all(burst.as_bytes())
-            .unwrap();
+        common::write_fifo(&served.fifo(), burst.as_bytes());
         for name in ["direct", "shell"] {
             procman.running.wait_for(&format!("{name} ["), T);
             let done = format!("{name} [");

@@ -2,33 +2,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Served, unique_sleep};
+use common::{Served, mkfifo, unique_sleep, write_fifo};
 
 const T: Duration = Duration::from_secs(30);
-
-/// Opens `fifo` for writing and writes `line` to it (releasing a `read line < fifo`).
-fn release(fifo: &std::path::Path, line: &str) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(fifo)
-        .unwrap()
-        .write_all(format!("{line}\n").as_bytes())
-        .unwrap();
-}
-
-fn mkfifo(path: &std::path::Path) {
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(path)
-            .status()
-            .unwrap()
-            .success()
-    );
-}
 
 /// The lines of the named process (prefix stripped), in printed order.
 fn of<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
@@ -65,7 +44,7 @@ fn stack() -> (Served, common::Running) {
     };
     assert!(shown("a", "a1"), "a never printed a1");
     for line in ["b1", "a2", "b2", "a3"] {
-        release(&s.sb.file(line), "go");
+        write_fifo(&s.sb.file(line), b"go\n");
         assert!(shown(&line[..1], line), "{line} never shown");
     }
     (s, server)
@@ -146,7 +125,7 @@ fn follow_sees_a_later_line_and_ends_when_the_server_leaves() {
     let server = s.serve();
     let follower = common::Running::start(s.cmd(&["logs", "-f", "web"]));
     follower.wait_for("web | first", T);
-    release(&s.sb.file("go"), "news");
+    write_fifo(&s.sb.file("go"), b"news\n");
     follower.wait_for("web | later news", T);
     let mut follower = follower;
     stop(&s, server);

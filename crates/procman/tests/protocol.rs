@@ -136,25 +136,14 @@ fn a_slow_output_follower_is_told_what_it_missed_and_the_server_carries_on() {
         "flood:\n  run: read x < go; seq 1 200000; echo done; exec sleep {m}\n"
     ));
     let fifo = s.sb.file("go");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::mkfifo(&fifo);
     let mut server = s.serve();
     let mut follower = Client::connect(&s);
     follower.send(r#"{"type":"logs","names":["flood"],"lines":0,"follow":true}"#);
     let tail = follower.next();
     assert_eq!(tail, serde_json::json!({"type":"logs","lines":[]}));
     // Nothing is read while the process prints far more than the buffers hold.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&fifo)
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
+    common::write_fifo(&fifo, b"go\n");
     assert!(common::eventually(T, || {
         s.client(&["logs", "-n", "1", "flood"]).1.contains("done")
     }));

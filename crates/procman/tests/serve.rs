@@ -198,9 +198,7 @@ fn unsafe_fifo_paths_are_refused_and_untouched() {
         (
             "fifo mode 0666",
             Box::new(|| {
-                let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-                // SAFETY: mkfifo with a valid C string.
-                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+                common::mkfifo(&fifo);
                 std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o666)).unwrap();
             }),
         ),

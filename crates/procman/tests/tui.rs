@@ -350,21 +350,12 @@ fn a_failure_that_ends_the_stack_shows_failed_then_the_view_closes() {
          bad:\n  run: read line < go; exit 3\n"
     ));
     let fifo = s.sb.file("go");
-    let status = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::mkfifo(&fifo);
     let mut server = s.serve();
     let mut tui = Pty::tui(&s, &[]);
     tui.wait_row("bad", "running", running);
     let mark = tui.raw_len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&fifo)
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
+    common::write_fifo(&fifo, b"go\n");
     tui.saw("bad failed", |s| {
         row(s, "bad").is_some_and(|r| r.contains("failed: bad exited with code 3"))
     });
@@ -578,23 +569,12 @@ fn memory_stays_bounded_while_a_process_prints_millions_of_lines() {
         "flood:\n  run: read line < go; seq 1 {LINES}; exec sleep {m}\n"
     ));
     let fifo = s.sb.file("go");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::mkfifo(&fifo);
     let mut server = s.serve();
     let mut tui = Pty::tui(&s, &[]);
     tui.wait_row("flood", "running", running);
     let before = rss_kib(tui.pid());
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&fifo)
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
+    common::write_fifo(&fifo, b"go\n");
     // Following, the pane ends with the last line once the view has taken in every line.
     tui.wait("the last line", |s| {
         s.lines().any(|l| l.trim() == LINES.to_string())
@@ -651,13 +631,7 @@ printf 'marker-done\n'
     )
     .unwrap();
     let fifo = s.sb.file("go");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::mkfifo(&fifo);
     let mut server = s.serve();
     let mut tui = Pty::tui(&s, &[]);
     tui.wait_row("web", "running", running);
@@ -670,12 +644,7 @@ printf 'marker-done\n'
         .unwrap();
     let pane = title..21;
     let before = untouchable(&tui, pane.clone());
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&fifo)
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
+    common::write_fifo(&fifo, b"go\n");
     let screen = tui.wait("the lines after the hostile one", |s| {
         s.contains("marker-done")
     });

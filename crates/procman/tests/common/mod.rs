@@ -335,3 +335,20 @@ impl Served {
             .collect()
     }
 }
+
+/// Makes a FIFO (mode 0600) at `path`.
+pub fn mkfifo(path: &Path) {
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+    mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+        .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}
+
+/// Opens `fifo` for writing (waiting for a reader) and writes `bytes` in one go.
+pub fn write_fifo(fifo: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(fifo)
+        .and_then(|mut f| f.write_all(bytes))
+        .unwrap_or_else(|e| panic!("writing to {}: {e}", fifo.display()));
+}
