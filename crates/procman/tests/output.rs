@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::Sandbox;
+use common::{Sandbox, eventually};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -210,4 +210,81 @@ fn a_closed_stdout_neither_panics_nor_stops_the_logs() {
     assert!(!err.contains("panicked"), "{err}");
     let own = std::fs::read_to_string(sb.file("procman-logs/count.log")).unwrap();
     assert_eq!(own.lines().count(), 20_000);
+}
+
+/// `procman run | cmd` where `cmd` stopped reading, with a process in a crash loop: each
+/// restart waits until the last run's output is read, instead of leaving procman one unread
+/// pipe per run; once the terminal reads again, the restarts go on.
+#[test]
+fn a_crash_loop_waits_for_a_stuck_terminal_instead_of_piling_up_pipes() {
+    let sb =
+        Sandbox::new("flap:\n  run: seq 1 300; exit 1\n  restart: always\n  restart_delay: 0s\n");
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    // One page, which the first runs fill.
+    rustix::pipe::fcntl_setpipe_size(&writer, 4096).unwrap();
+    let child = sb
+        .command(&[])
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let flap = || {
+        let (_, out, _) = sb.run(&["status", "--json"], T);
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        status["processes"][0].clone()
+    };
+    let now_ms = || {
+        let since = std::time::UNIX_EPOCH.elapsed().unwrap();
+        since.as_millis() as u64
+    };
+    // Its restart was due a second ago and has not happened.
+    let held = eventually(T, || {
+        let flap = flap();
+        flap["state"] == "backing_off"
+            && flap["until"]
+                .as_u64()
+                .is_some_and(|until| until + 1_000 < now_ms())
+    });
+    let pipes = || {
+        std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .unwrap()
+            .filter(|fd| {
+                let target = std::fs::read_link(fd.as_ref().unwrap().path()).unwrap_or_default();
+                target.to_string_lossy().starts_with("pipe:")
+            })
+            .count()
+    };
+    let held_pipes = pipes();
+    let restarts = flap()["restarts"].as_u64().unwrap_or_default();
+
+    let draining = std::thread::spawn(move || {
+        let mut terminal = std::fs::File::from(reader);
+        std::io::copy(&mut terminal, &mut std::io::sink())
+    });
+    let resumed = eventually(T, || {
+        flap()["restarts"]
+            .as_u64()
+            .is_some_and(|now| now > restarts + 5)
+    });
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let child = std::cell::RefCell::new(child);
+    let exited = eventually(T, || child.borrow_mut().try_wait().unwrap().is_some());
+    draining.join().unwrap().unwrap();
+    assert!(
+        held,
+        "the crash loop went on while the terminal took nothing"
+    );
+    assert!(
+        held_pipes <= 8,
+        "{held_pipes} pipes open in procman while held"
+    );
+    assert!(
+        resumed,
+        "the restarts did not go on once the terminal read again"
+    );
+    assert!(exited, "procman did not exit");
 }

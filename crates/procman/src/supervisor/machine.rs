@@ -113,6 +113,15 @@ pub enum Event {
         exit: Exit,
         /// Whether anything else is left in its process group.
         group_alive: bool,
+        /// Whether its output was read to the end; if not, [`Event::Drained`] follows.
+        drained: bool,
+    },
+    /// The output of a run that exited with `drained: false` was read to the end.
+    Drained {
+        /// The process.
+        name: ProcessName,
+        /// The run's leader.
+        pid: u32,
     },
     /// Nothing is left of a group whose leader had exited with `group_alive`.
     GroupGone {
@@ -255,6 +264,12 @@ struct Proc {
     epoch: u64,
     /// A spawn was requested and its result is due.
     spawning: bool,
+    /// The leader of its last run while that run's output is still being read (a stuck
+    /// terminal stops the output thread): automatic restarts wait for it, so that a
+    /// crash loop cannot pile up one unread pipe per run.
+    undrained: Option<u32>,
+    /// A restart's delay is over but waits for [`Proc::undrained`].
+    restart_held: bool,
     /// Environment on top of its own (dependency values, a request's or a watch's env),
     /// kept for restarts.
     env: BTreeMap<String, String>,
@@ -276,6 +291,8 @@ impl Proc {
             run_started: None,
             epoch: 0,
             spawning: false,
+            undrained: None,
+            restart_held: false,
             env: BTreeMap::new(),
             on_started: Vec::new(),
             on_stopped: Vec::new(),
@@ -488,7 +505,14 @@ impl Machine {
                 pid,
                 exit,
                 group_alive,
-            } => self.on_exited(&name, pid, exit, group_alive, now),
+                drained,
+            } => {
+                if !drained && let Some(i) = self.find(&name) {
+                    self.procs[i].undrained = Some(pid);
+                }
+                self.on_exited(&name, pid, exit, group_alive, now);
+            }
+            Event::Drained { name, pid } => self.on_drained(&name, pid),
             Event::GroupGone { name, pid } => {
                 if let Some(i) = self.find(&name)
                     && let ProcessState::Stopping {
@@ -719,9 +743,15 @@ impl Machine {
         }
         let name = self.procs[i].name().clone();
         match (timer, self.procs[i].state.clone()) {
-            (Timer::Restart, ProcessState::BackingOff { .. }) => {
-                self.procs[i].restarts += 1;
-                self.spawn(i);
+            (Timer::Restart, ProcessState::BackingOff { attempt, .. }) => {
+                if let Some(pid) = self.procs[i].undrained {
+                    self.log(format!(
+                        "{name}: restart {attempt} waits until the output of [{pid}] is read to its end"
+                    ));
+                    self.procs[i].restart_held = true;
+                } else {
+                    self.restart(i);
+                }
             }
             (Timer::StopDeadline, ProcessState::Stopping { pid, .. }) => {
                 let timeout = self.procs[i].spec.stop_timeout;
@@ -745,6 +775,26 @@ impl Machine {
             }
             _ => {}
         }
+    }
+
+    fn on_drained(&mut self, name: &str, pid: u32) {
+        let Some(i) = self.find(name) else { return };
+        let proc = &mut self.procs[i];
+        if proc.undrained != Some(pid) {
+            return;
+        }
+        proc.undrained = None;
+        if std::mem::take(&mut proc.restart_held)
+            && matches!(proc.state, ProcessState::BackingOff { .. })
+        {
+            self.restart(i);
+        }
+    }
+
+    /// A restart's delay is over: the next run is spawned.
+    fn restart(&mut self, i: usize) {
+        self.procs[i].restarts += 1;
+        self.spawn(i);
     }
 
     /// Sends SIGTERM and arms the stop deadline; a process already stopping keeps its
@@ -897,6 +947,7 @@ impl Machine {
         let allowed = policy.max_restarts.is_none_or(|max| proc.streak < max);
         if wanted && allowed {
             proc.streak += 1;
+            proc.restart_held = false;
             let attempt = proc.streak;
             let delay = policy.delay_before(attempt);
             let of = policy

@@ -283,6 +283,7 @@ impl Runner {
                     pid,
                     exit: Exit::from_status(status),
                     group_alive,
+                    drained,
                 })
             }
             Input::Contained => {
@@ -562,11 +563,21 @@ impl Runner {
             tokio::spawn(async move {
                 exited.wait().await;
                 // Let the capture drain what the process wrote before its exit is handled,
-                // without waiting on descendants that keep the pipe open.
-                let drained = tokio::time::timeout(DRAIN_GRACE, capture.finished())
+                // without waiting on descendants that keep the pipe open (or a terminal
+                // that takes nothing); the machine learns when the rest is read.
+                let mut finished = Box::pin(capture.finished());
+                let drained = tokio::time::timeout(DRAIN_GRACE, &mut finished)
                     .await
                     .is_ok();
-                let _ = inputs.send(Input::LeaderExited { name, pid, drained });
+                let _ = inputs.send(Input::LeaderExited {
+                    name: name.clone(),
+                    pid,
+                    drained,
+                });
+                if !drained {
+                    let _ = finished.await;
+                    let _ = inputs.send(Input::Event(Event::Drained { name, pid }));
+                }
             });
         }
     }

@@ -72,6 +72,7 @@ impl Harness {
             pid,
             exit,
             group_alive: false,
+            drained: true,
         })
     }
 
@@ -334,6 +335,87 @@ fn on_failure_backs_off_doubling_then_fails_after_max_restarts() {
     assert_eq!(signals(&effects), [("other".to_owned(), Sig::Term)]);
     let effects = h.exited("other", 20, Exit::Signal(libc::SIGTERM));
     assert_eq!(finish(&effects), Some(7));
+}
+
+/// A stuck terminal stops the output thread: a crash loop's restart waits until the last
+/// run's output is read, instead of leaving one unread pipe behind per run.
+#[test]
+fn a_restart_waits_for_the_last_runs_output_to_be_read() {
+    let mut h = Harness::new("w:\n  run: w\n  restart: always\n  restart_delay: 0s\n");
+    h.start();
+    h.spawned("w", 10);
+    h.event(Event::Exited {
+        name: name("w"),
+        pid: 10,
+        exit: Exit::Code(1),
+        group_alive: false,
+        drained: false,
+    });
+    let effects = h.fire("w", Timer::Restart);
+    assert!(spawns(&effects).is_empty(), "restarted with unread output");
+    assert!(
+        logs(&effects).contains("w: restart 1 waits until the output of [10] is read to its end"),
+        "{}",
+        logs(&effects)
+    );
+    assert!(matches!(
+        h.state("w"),
+        ProcessState::BackingOff { attempt: 1, .. }
+    ));
+    let stale = h.event(Event::Drained {
+        name: name("w"),
+        pid: 9,
+    });
+    assert!(
+        spawns(&stale).is_empty(),
+        "another run's output released it"
+    );
+    let effects = h.event(Event::Drained {
+        name: name("w"),
+        pid: 10,
+    });
+    assert_eq!(spawns(&effects), ["w"]);
+    h.spawned("w", 11);
+    assert_eq!(h.restarts("w"), 1);
+    // Read before the delay is over: the restart is not held.
+    h.event(Event::Exited {
+        name: name("w"),
+        pid: 11,
+        exit: Exit::Code(1),
+        group_alive: false,
+        drained: false,
+    });
+    h.event(Event::Drained {
+        name: name("w"),
+        pid: 11,
+    });
+    assert_eq!(spawns(&h.fire("w", Timer::Restart)), ["w"]);
+}
+
+/// A process stopped while its restart waits for output is not started by the output's end.
+#[test]
+fn a_held_restart_is_cancelled_by_a_stop() {
+    let mut h = Harness::serve("w:\n  run: w\n  restart: always\n  restart_delay: 0s\n");
+    h.start();
+    h.spawned("w", 10);
+    h.event(Event::Exited {
+        name: name("w"),
+        pid: 10,
+        exit: Exit::Code(1),
+        group_alive: false,
+        drained: false,
+    });
+    h.fire("w", Timer::Restart);
+    h.request(Message::StopProcess { name: "w".into() });
+    let effects = h.event(Event::Drained {
+        name: name("w"),
+        pid: 10,
+    });
+    assert!(
+        spawns(&effects).is_empty(),
+        "a stopped process was restarted"
+    );
+    assert!(matches!(h.state("w"), ProcessState::Stopped { .. }));
 }
 
 #[test]
@@ -661,6 +743,7 @@ fn what_a_process_leaves_in_its_group_is_stopped_before_the_policy_decides() {
         pid: 10,
         exit: Exit::Code(2),
         group_alive: true,
+        drained: true,
     });
     assert_eq!(signals(&effects), [("w".to_owned(), Sig::Term)]);
     assert_eq!(
