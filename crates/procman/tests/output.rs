@@ -233,18 +233,12 @@ fn a_crash_loop_waits_for_a_stuck_terminal_instead_of_piling_up_pipes() {
         let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
         status["processes"][0].clone()
     };
-    let now_ms = || {
-        let since = std::time::UNIX_EPOCH.elapsed().unwrap();
-        since.as_millis() as u64
-    };
-    // Its restart was due a second ago and has not happened.
+    // Its restart is due and waits, as `status` says.
     let held = eventually(T, || {
         let flap = flap();
-        flap["state"] == "backing_off"
-            && flap["until"]
-                .as_u64()
-                .is_some_and(|until| until + 1_000 < now_ms())
+        flap["state"] == "backing_off" && flap["waiting_for_output"] == true
     });
+    let (_, table, _) = sb.run(&["status"], T);
     let pipes = || {
         std::fs::read_dir(format!("/proc/{}/fd", child.id()))
             .unwrap()
@@ -278,6 +272,7 @@ fn a_crash_loop_waits_for_a_stuck_terminal_instead_of_piling_up_pipes() {
         held,
         "the crash loop went on while the terminal took nothing"
     );
+    assert!(table.contains("once its output is read"), "{table}");
     assert!(
         held_pipes <= 8,
         "{held_pipes} pipes open in procman while held"

@@ -354,13 +354,20 @@ fn state() -> impl Strategy<Value = ProcessState> {
                     exit
                 }
             ),
-        (time(), any::<u32>(), prop::option::of(exit())).prop_map(|(until, attempt, exit)| {
-            ProcessState::BackingOff {
-                until,
-                attempt,
-                exit,
-            }
-        }),
+        (
+            time(),
+            any::<u32>(),
+            prop::option::of(exit()),
+            any::<bool>()
+        )
+            .prop_map(|(until, attempt, exit, waiting_for_output)| {
+                ProcessState::BackingOff {
+                    until,
+                    attempt,
+                    exit,
+                    waiting_for_output,
+                }
+            }),
         exit().prop_map(|exit| ProcessState::Exited { exit }),
         prop::option::of(exit()).prop_map(|exit| ProcessState::Stopped { exit }),
         (prop::option::of(exit()), text())

@@ -86,6 +86,11 @@ fn detail(state: &ProcessState, now: Timestamp) -> String {
                 .unwrap_or_default(),
             human(now.until(*deadline))
         ),
+        ProcessState::BackingOff {
+            waiting_for_output: true,
+            attempt,
+            ..
+        } => format!("restart {attempt} once its output is read"),
         ProcessState::BackingOff { until, attempt, .. } => format!(
             "restart {attempt} in {}",
             human(now.until(*until).max(Duration::ZERO))

@@ -168,6 +168,10 @@ pub enum ProcessState {
         /// How the last run ended (none if it could not be spawned).
         #[serde(default)]
         exit: Option<Exit>,
+        /// The delay is over, but the last run's output is not read to its end yet (the
+        /// terminal takes nothing): the restart follows once it is.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        waiting_for_output: bool,
     },
     /// Ended by itself and will not be restarted (a finished `once` job, or a long-running
     /// process whose exit ended the run).
@@ -308,6 +312,7 @@ mod tests {
                 until: Timestamp(5),
                 attempt: 2,
                 exit: None,
+                waiting_for_output: true,
             },
             ProcessState::Exited {
                 exit: Exit::Signal(9),

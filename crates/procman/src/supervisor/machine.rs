@@ -268,8 +268,6 @@ struct Proc {
     /// terminal stops the output thread): automatic restarts wait for it, so that a
     /// crash loop cannot pile up one unread pipe per run.
     undrained: Option<u32>,
-    /// A restart's delay is over but waits for [`Proc::undrained`].
-    restart_held: bool,
     /// Environment on top of its own (dependency values, a request's or a watch's env),
     /// kept for restarts.
     env: BTreeMap<String, String>,
@@ -292,7 +290,6 @@ impl Proc {
             epoch: 0,
             spawning: false,
             undrained: None,
-            restart_held: false,
             env: BTreeMap::new(),
             on_started: Vec::new(),
             on_stopped: Vec::new(),
@@ -743,12 +740,28 @@ impl Machine {
         }
         let name = self.procs[i].name().clone();
         match (timer, self.procs[i].state.clone()) {
-            (Timer::Restart, ProcessState::BackingOff { attempt, .. }) => {
+            (
+                Timer::Restart,
+                ProcessState::BackingOff {
+                    until,
+                    attempt,
+                    exit,
+                    ..
+                },
+            ) => {
                 if let Some(pid) = self.procs[i].undrained {
                     self.log(format!(
                         "{name}: restart {attempt} waits until the output of [{pid}] is read to its end"
                     ));
-                    self.procs[i].restart_held = true;
+                    self.set_state(
+                        i,
+                        ProcessState::BackingOff {
+                            until,
+                            attempt,
+                            exit,
+                            waiting_for_output: true,
+                        },
+                    );
                 } else {
                     self.restart(i);
                 }
@@ -784,8 +797,10 @@ impl Machine {
             return;
         }
         proc.undrained = None;
-        if std::mem::take(&mut proc.restart_held)
-            && matches!(proc.state, ProcessState::BackingOff { .. })
+        if let ProcessState::BackingOff {
+            waiting_for_output: true,
+            ..
+        } = proc.state
         {
             self.restart(i);
         }
@@ -947,7 +962,6 @@ impl Machine {
         let allowed = policy.max_restarts.is_none_or(|max| proc.streak < max);
         if wanted && allowed {
             proc.streak += 1;
-            proc.restart_held = false;
             let attempt = proc.streak;
             let delay = policy.delay_before(attempt);
             let of = policy
@@ -961,6 +975,7 @@ impl Machine {
                     until: now.wall.after(delay),
                     attempt,
                     exit,
+                    waiting_for_output: false,
                 },
             );
             self.arm(i, Timer::Restart, delay);

@@ -189,13 +189,16 @@ fn state_cell(process: &ProcessStatus, now: Timestamp) -> (String, Style) {
             until,
             attempt,
             exit,
+            waiting_for_output,
         } => {
             let ended = exit.map_or_else(|| "spawn failed".into(), short_exit);
+            let when = if *waiting_for_output {
+                "once its output is read".to_owned()
+            } else {
+                format!("in {}", countdown(now, *until))
+            };
             (
-                format!(
-                    "backing off ({ended}), restart {attempt} in {}",
-                    countdown(now, *until)
-                ),
+                format!("backing off ({ended}), restart {attempt} {when}"),
                 yellow,
             )
         }
@@ -523,6 +526,7 @@ mod tests {
                         until: Timestamp(100_000 + 2_500),
                         attempt: 3,
                         exit: Some(Exit::Code(1)),
+                        waiting_for_output: false,
                     },
                 ),
                 row(

@@ -304,7 +304,8 @@ fn on_failure_backs_off_doubling_then_fails_after_max_restarts() {
             ProcessState::BackingOff {
                 until: h.now.wall.after(Duration::from_millis(delay)),
                 attempt,
-                exit: Some(Exit::Code(7))
+                exit: Some(Exit::Code(7)),
+                waiting_for_output: false,
             }
         );
         assert_eq!(
@@ -360,7 +361,11 @@ fn a_restart_waits_for_the_last_runs_output_to_be_read() {
     );
     assert!(matches!(
         h.state("w"),
-        ProcessState::BackingOff { attempt: 1, .. }
+        ProcessState::BackingOff {
+            attempt: 1,
+            waiting_for_output: true,
+            ..
+        }
     ));
     let stale = h.event(Event::Drained {
         name: name("w"),
