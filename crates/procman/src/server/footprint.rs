@@ -20,39 +20,60 @@ pub fn release_startup_pages() {
     };
     for (start, end) in clean_file_regions(&smaps) {
         // SAFETY: the region is a private, read-only mapping of a file with no anonymous
-        // (copied-on-write) page, so MADV_DONTNEED only drops page-table entries: the next
-        // access maps the same file page again, and no memory the program wrote is lost.
+        // (copied-on-write) page, resident or swapped out, so MADV_DONTNEED only drops
+        // page-table entries: the next access maps the same file page again, and no
+        // memory the program wrote is lost.
         unsafe { libc::madvise(start as *mut c_void, end - start, libc::MADV_DONTNEED) };
     }
 }
 
 /// The `(start, end)` of every mapping in `smaps` that is private, not writable, backed by
-/// a file, resident, and holds no anonymous page (a page written through a relocation
-/// or by a debugger, which `MADV_DONTNEED` would throw away).
+/// a file, resident, and holds no anonymous page, resident or swapped out (a page written
+/// through a relocation or by a debugger, which `MADV_DONTNEED` would throw away).
 fn clean_file_regions(smaps: &str) -> Vec<(usize, usize)> {
     let mut regions = Vec::new();
-    let mut current: Option<(usize, usize)> = None;
-    let mut resident = false;
+    let mut current: Option<Candidate> = None;
     for line in smaps.lines() {
         if let Some(region) = mapping(line) {
-            current = region;
-            resident = false;
+            regions.extend(current.take().and_then(Candidate::clean));
+            current = region.map(|region| Candidate {
+                region,
+                resident: false,
+                anonymous: None,
+                swap: None,
+            });
             continue;
         }
-        let Some((field, value)) = line.split_once(':') else {
+        let (Some(candidate), Some((field, value))) = (current.as_mut(), line.split_once(':'))
+        else {
             continue;
         };
         let kib = value.trim().trim_end_matches(" kB").parse::<u64>().ok();
         match field {
-            "Rss" => resident = kib.is_some_and(|k| k > 0),
-            "Anonymous" => {
-                let region = current.take().filter(|_| resident && kib == Some(0));
-                regions.extend(region);
-            }
+            "Rss" => candidate.resident = kib.is_some_and(|k| k > 0),
+            "Anonymous" => candidate.anonymous = kib,
+            "Swap" => candidate.swap = kib,
             _ => {}
         }
     }
+    regions.extend(current.and_then(Candidate::clean));
     regions
+}
+
+/// A mapping that may be released, with what its `smaps` entry says of its pages.
+struct Candidate {
+    region: (usize, usize),
+    resident: bool,
+    /// Resident anonymous pages, in KiB.
+    anonymous: Option<u64>,
+    /// Swapped-out anonymous pages, in KiB.
+    swap: Option<u64>,
+}
+
+impl Candidate {
+    fn clean(self) -> Option<(usize, usize)> {
+        (self.resident && self.anonymous == Some(0) && self.swap == Some(0)).then_some(self.region)
+    }
 }
 
 /// A mapping's header line (`start-end perms offset dev inode [path]`): `Some(None)` for
@@ -78,6 +99,7 @@ mod tests {
 Size:               5320 kB
 Rss:                3912 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 5579698dd000-557969934000 r--p 00745000 fe:00 6138513    /usr/bin/procman
 Rss:                 348 kB
 Anonymous:           348 kB
@@ -90,6 +112,7 @@ Anonymous:           264 kB
 7f6c660de000-7f6c66234000 r-xp 00026000 fe:00 326279     /usr/lib/libc.so.6
 Rss:                 968 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 7f6c66300000-7f6c66310000 r--p 00000000 fe:00 326280     /usr/lib/locale
 Rss:                   0 kB
 Anonymous:             0 kB
@@ -112,9 +135,35 @@ Anonymous:             0 kB
         );
     }
 
+    /// Copied-on-write pages that were swapped out count under `Swap`, not `Anonymous`:
+    /// `MADV_DONTNEED` would free their swap slots and map the file's page back, undoing
+    /// the relocations (or a debugger's writes) they hold.
+    #[test]
+    fn a_mapping_with_swapped_out_private_pages_is_kept() {
+        let smaps = "\
+7f6c66200000-7f6c66210000 r--p 001d5000 fe:00 326279     /usr/lib/libc.so.6
+Rss:                  16 kB
+Anonymous:             0 kB
+Swap:                 48 kB
+7f6c660de000-7f6c66234000 r-xp 00026000 fe:00 326279     /usr/lib/libc.so.6
+Rss:                 968 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+";
+        assert_eq!(
+            clean_file_regions(smaps),
+            [(0x7f6c660de000, 0x7f6c66234000)]
+        );
+    }
+
     #[test]
     fn releasing_keeps_the_process_working() {
         let data: Vec<u64> = (0..100_000).collect();
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        assert!(
+            !clean_file_regions(&smaps).is_empty(),
+            "the kernel's smaps: nothing to release"
+        );
         release_startup_pages();
         // Code and read-only data come back from the page cache; the heap is untouched.
         assert_eq!(data.iter().sum::<u64>(), 4_999_950_000);
