@@ -279,6 +279,52 @@ fn a_process_that_left_its_cgroup_dies_with_a_sigkilled_procman() {
 }
 
 #[test]
+fn a_restart_does_not_wait_for_a_process_that_left_its_cgroup() {
+    // A restart waits until the last run's output is read, so that a stuck terminal cannot
+    // pile up pipes; a process that moved out of procman's cgroup keeps the pipe open
+    // without being a leftover, and must not hold the restart for as long as it lives.
+    if !is_root() {
+        eprintln!("skipped: cgroup v2 is writable only as root here");
+        return;
+    }
+    let m = common::unique_sleep();
+    let sb = Sandbox::new("svc:\n  run: exec sleep 1000\n");
+    let mut procman = start(&sb, Mode::Cgroup, &["run"]);
+    let outside = procman.cgroup.clone().unwrap().parent().unwrap().to_owned();
+    procman.running.signal(libc::SIGTERM);
+    assert_eq!(procman.running.wait(T).code(), Some(0));
+    let escape = format!(
+        "echo $$ > {}/cgroup.procs && : > escaped && exec sleep {m}",
+        outside.display()
+    );
+    std::fs::write(
+        sb.file("procman.yaml"),
+        format!(
+            "svc:\n  run: |\n    rm -f escaped\n    sh -c '{escape}' &\n    until [ -e escaped ]; do sleep 0.01; done\n    exit 1\n  restart: always\n  restart_delay: 0s\n  max_restarts: 1\n"
+        ),
+    )
+    .unwrap();
+    let mut procman = start(&sb, Mode::Cgroup, &["run"]);
+    let restarted = procman
+        .running
+        .wait_for_match(|l| l.contains("started (restart 1)"), T);
+    let status = procman.running.wait(T);
+    let escaped = sleeping(&m);
+    for line in &escaped {
+        if let Some(pid) = line.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            let _ = procref::process::kill(pid);
+        }
+    }
+    assert!(
+        restarted.is_some(),
+        "the restart waited for the escaped process:\n{}",
+        procman.running.stdout_text()
+    );
+    assert_eq!(status.code(), Some(1), "{}", procman.running.stdout_text());
+    assert!(escaped.is_empty(), "left behind: {escaped:?}");
+}
+
+#[test]
 fn each_process_runs_in_its_own_cgroup() {
     if !is_root() {
         eprintln!("skipped: cgroup v2 is writable only as root here");

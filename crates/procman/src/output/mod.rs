@@ -276,6 +276,14 @@ impl Output {
         Capture { done }
     }
 
+    /// Resolves once the output thread has written out everything given to it before:
+    /// soon, unless the terminal takes nothing (which holds the thread).
+    pub async fn caught_up(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.inner.send(Command::CaughtUp(tx));
+        let _ = rx.await;
+    }
+
     /// Live status line at the bottom of a TTY (e.g. "waiting: api (http://…/health)"); None clears it.
     /// On a non-TTY this does nothing (the supervisor logs plain lines instead).
     pub fn set_status(&self, status: Option<String>) {

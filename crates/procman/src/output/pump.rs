@@ -66,6 +66,8 @@ pub(crate) enum Command {
     Status(Option<String>),
     /// Write out everything so far, then answer.
     Flush(mpsc::SyncSender<io::Result<()>>),
+    /// Answer once the terminal has taken everything formatted so far.
+    CaughtUp(oneshot::Sender<()>),
     /// Write out everything so far and end the thread.
     Stop,
 }
@@ -240,6 +242,10 @@ impl Pump {
                 Ok(Command::Status(status)) => {
                     self.write_out();
                     self.terminal.set_status(status);
+                }
+                Ok(Command::CaughtUp(reply)) => {
+                    self.write_out();
+                    let _ = reply.send(());
                 }
                 Ok(Command::Flush(reply)) => {
                     self.write_out();

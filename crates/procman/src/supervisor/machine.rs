@@ -116,7 +116,8 @@ pub enum Event {
         /// Whether its output was read to the end; if not, [`Event::Drained`] follows.
         drained: bool,
     },
-    /// The output of a run that exited with `drained: false` was read to the end.
+    /// The output of a run that exited with `drained: false` was read to the end, or the
+    /// output thread keeps up while a process beyond containment holds the pipe.
     Drained {
         /// The process.
         name: ProcessName,

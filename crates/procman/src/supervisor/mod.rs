@@ -559,12 +559,13 @@ impl Runner {
                 exited,
             } = spawned;
             let capture = self.output.capture(&name, pipe);
+            let output = self.output.clone();
             let inputs = self.inputs.clone();
             tokio::spawn(async move {
                 exited.wait().await;
                 // Let the capture drain what the process wrote before its exit is handled,
                 // without waiting on descendants that keep the pipe open (or a terminal
-                // that takes nothing); the machine learns when the rest is read.
+                // that takes nothing).
                 let mut finished = Box::pin(capture.finished());
                 let drained = tokio::time::timeout(DRAIN_GRACE, &mut finished)
                     .await
@@ -575,7 +576,13 @@ impl Runner {
                     drained,
                 });
                 if !drained {
-                    let _ = finished.await;
+                    // Its restart waits while the output thread is held by the terminal,
+                    // but not for a process that escaped containment and keeps the pipe
+                    // open: the output thread keeping up tells the two apart.
+                    tokio::select! {
+                        _ = finished => {}
+                        () = output.caught_up() => {}
+                    }
                     let _ = inputs.send(Input::Event(Event::Drained { name, pid }));
                 }
             });
