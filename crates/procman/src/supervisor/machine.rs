@@ -791,6 +791,7 @@ impl Machine {
         }
     }
 
+    /// The output of run `pid` is read ([`Event::Drained`]): a restart held for it goes ahead.
     fn on_drained(&mut self, name: &str, pid: u32) {
         let Some(i) = self.find(name) else { return };
         let proc = &mut self.procs[i];
