@@ -674,3 +674,44 @@ fn bad_input_gets_one_clear_error() {
     assert_eq!(code, 1);
     assert!(stderr.contains("procman.yaml:1:"), "{stderr}");
 }
+
+/// YAML readers (PyYAML behind docker-compose, go-yaml behind kubectl, libyaml) take
+/// U+2028/U+2029 for line breaks: inside a block literal one ends the block, and what
+/// follows it on the same line became keys of the service or container.
+#[test]
+fn line_separators_in_values_cannot_add_keys() {
+    let script =
+        "echo hi\n\u{2028}    privileged: true\u{2029}        securityContext: {privileged: true}";
+    let value = "a\u{2028}  b\u{7f}c\u{85}d\u{9f}e\u{fffe}";
+    let config = serde_json::json!({
+        "web": {"run": script, "env": {"V": value}}
+    });
+    let sandbox = Sandbox::new(&config.to_string());
+    let image = ["--image", "app:1"];
+
+    let (code, _, stderr) = export(&sandbox, "compose", "compose", &image);
+    assert_eq!(code, 0, "{stderr}");
+    let web = compose_config(&sandbox.file("compose"))["services"]["web"].clone();
+    assert!(web.get("privileged").is_none(), "injected: {web}");
+    assert_eq!(web["command"].as_array().unwrap().last().unwrap(), script);
+    assert_eq!(web["environment"]["V"], value);
+
+    let (code, _, stderr) = export(&sandbox, "kubernetes", "k8s", &image);
+    assert_eq!(code, 0, "{stderr}");
+    let objects = kubernetes_validate(&sandbox.file("k8s"));
+    let web = object(&objects, "web.deployment.yaml");
+    let container = &web["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        container.get("securityContext").is_none(),
+        "injected: {container}"
+    );
+    assert_eq!(
+        container["command"].as_array().unwrap().last().unwrap(),
+        script
+    );
+    let env = container["env"].as_array().unwrap();
+    assert!(
+        env.iter().any(|e| e["name"] == "V" && e["value"] == value),
+        "{env:?}"
+    );
+}
