@@ -116,7 +116,7 @@ pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<V
         specifiers(&format!(
             "{} (procman.yaml {})",
             stack.app,
-            stack.config.path.display()
+            super::one_line(&stack.config.path.to_string_lossy())
         ))
     );
     for unit in &wanted {
