@@ -764,3 +764,19 @@ fn another_generators_file_is_not_replaced() {
     );
     assert_eq!(unit(&dir, "a-web.service"), theirs);
 }
+
+/// systemd joins a line ending in `\` with the next one and strips a value's trailing
+/// blanks; neither can be escaped in a path setting, so such a path is refused rather
+/// than written as another directory (and with the next setting swallowed).
+#[test]
+fn a_path_systemd_would_read_differently_is_refused() {
+    for dir in ["trailing\\", "trailing "] {
+        let sandbox =
+            Sandbox::new(&serde_json::json!({"web": {"run": "true", "cwd": dir}}).to_string());
+        std::fs::create_dir(sandbox.file(dir)).unwrap();
+        let (code, _, stderr) = export(&sandbox, "systemd", "out", &[]);
+        assert_ne!(code, 0, "{dir:?}: {stderr}");
+        assert!(stderr.contains("cannot write the path"), "{stderr}");
+        assert!(!sandbox.file("out").exists(), "{dir:?}: nothing written");
+    }
+}

@@ -406,12 +406,17 @@ fn specifiers(text: &str) -> String {
 }
 
 /// A path setting (`WorkingDirectory=`, `EnvironmentFile=`): specifiers escaped; a path
-/// with control characters or one not absolute cannot be written.
+/// with control characters or one not absolute cannot be written, nor one ending in `\`
+/// (systemd joins the next line to it) or a blank (systemd strips it): such settings
+/// take no quotes or escapes.
 fn path_value(path: &Path) -> Result<String> {
     let text = path.to_string_lossy();
-    if !path.is_absolute() || text.chars().any(char::is_control) {
+    if !path.is_absolute()
+        || text.chars().any(char::is_control)
+        || text.ends_with(|c: char| c == '\\' || c.is_ascii_whitespace())
+    {
         bail!(
-            "cannot write the path {text:?} into a unit: it must be absolute and free of control characters"
+            "cannot write the path {text:?} into a unit: it must be absolute, free of control characters and not end in `\\` or a blank"
         );
     }
     Ok(specifiers(&text))
