@@ -118,6 +118,30 @@ fn a_client_flooding_a_subscription_is_held_back_not_buffered() {
     assert_eq!(server.wait(T).code(), Some(0));
 }
 
+/// A `run` request's dependencies expand `$VAR` from its `env`: one 60 KB line naming a
+/// 30 KB value 10000 times made the server hold a 300 MB path. Now it gets an error.
+#[test]
+fn a_run_request_cannot_expand_into_a_huge_dependency() {
+    let s = Served::new("web:\n  run: sleep 1000\n");
+    let mut server = s.serve();
+    let mut client = Client::connect(&s);
+    let request = serde_json::json!({
+        "type": "run",
+        "name": "bomb",
+        "run": "true",
+        "env": {"A": "x".repeat(30_000)},
+        "depends": [{"path": "$A".repeat(10_000)}],
+    });
+    client.send(&request.to_string());
+    let reply = client.next();
+    assert_eq!(reply["type"], "error", "{:.300}", reply.to_string());
+    let message = reply["message"].as_str().unwrap();
+    assert!(message.contains("past 128 KiB"), "{message:.300}");
+    assert_eq!(s.names(), ["web"]);
+    s.client(&["stop"]);
+    assert_eq!(server.wait(T).code(), Some(0));
+}
+
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let s = Served::new("web:\n  run: sleep 1000\n");
