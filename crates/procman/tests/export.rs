@@ -780,3 +780,34 @@ fn a_path_systemd_would_read_differently_is_refused() {
         assert!(!sandbox.file("out").exists(), "{dir:?}: nothing written");
     }
 }
+
+/// `--mount` wrote the short `SOURCE:TARGET` form, which splits at every `:`: a config
+/// directory `x:/etc` became a mount of `x` at /etc (with the mode `/app`), and
+/// `docker-compose config` accepted it.
+#[test]
+fn a_mounted_directory_with_a_colon_stays_one_path() {
+    let sandbox = Sandbox::new("");
+    let dir = sandbox.path().join("x:/etc");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("procman.yaml"), "web: {run: 'true'}\n").unwrap();
+    let config = dir.join("procman.yaml");
+    let args = [
+        "export",
+        "compose",
+        config.to_str().unwrap(),
+        "--output",
+        "out",
+        "--image",
+        "app:1",
+        "--mount",
+    ];
+    let (status, _, stderr) = sandbox.run(&args, LIMIT);
+    assert!(status.success(), "{stderr}");
+    let web = compose_config(&sandbox.file("out"))["services"]["web"].clone();
+    let volumes = web["volumes"].as_array().unwrap();
+    assert_eq!(volumes.len(), 1, "{web}");
+    let volume = &volumes[0];
+    assert_eq!(volume["type"], "bind", "{web}");
+    assert_eq!(volume["source"], dir.to_str().unwrap(), "{web}");
+    assert_eq!(volume["target"], "/app", "{web}");
+}
