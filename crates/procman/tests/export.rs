@@ -811,3 +811,22 @@ fn a_mounted_directory_with_a_colon_stays_one_path() {
     assert_eq!(volume["source"], dir.to_str().unwrap(), "{web}");
     assert_eq!(volume["target"], "/app", "{web}");
 }
+
+/// Durations and restart counts at the top of what the config accepts: systemd ignored
+/// a time span past its microsecond range (falling back to its default: a 100 ms
+/// RestartSec for a delay of years), summing the delays overflowed (a panic), and
+/// max_restarts near 2^32 summed them one by one (minutes of work).
+#[test]
+fn extreme_durations_and_restart_counts_give_units_systemd_reads() {
+    let configs = [
+        "web: {run: 'true', stop_timeout: 1e15, restart: always, restart_delay: 1e15, depends: [{tcp: '127.0.0.1:1', timeout_seconds: 1e15}]}\n",
+        "web: {run: 'true', restart: always, restart_delay: 1e12, max_restart_delay: 1e12, max_restarts: 4000000000}\n",
+        "web: {run: 'true', restart: on-failure, max_restarts: 4000000000}\n",
+    ];
+    for config in configs {
+        let sandbox = Sandbox::new(config);
+        let (code, _, stderr) = export(&sandbox, "systemd", "units", &["--app", "a"]);
+        assert_eq!(code, 0, "{config}{stderr}");
+        systemd_verify(&sandbox.file("units"));
+    }
+}
