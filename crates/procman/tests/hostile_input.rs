@@ -177,6 +177,31 @@ fn expansion_bombs_get_one_error() {
     }
 }
 
+/// The glob crate follows symlinks under `**` without noticing loops: two links back to
+/// their parent (as /usr/lib/llvm-14/build has) made `procman check` walk 2^40 paths,
+/// past 12 GB in a minute. Such a tree now gets one error naming the loop. Under a 2 GB
+/// address-space limit so a regression fails instead of taking the machine down.
+#[test]
+fn a_symlink_loop_under_a_recursive_glob_gets_one_error() {
+    let sb = Sandbox::new("w:\n  run: x\n  for_each: {glob: \"tree/**/*.conf\", as: F}\n");
+    let deep = sb.file("tree/a/b");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("x.conf"), "").unwrap();
+    std::os::unix::fs::symlink("..", deep.join("up")).unwrap();
+    std::os::unix::fs::symlink("..", deep.join("again")).unwrap();
+    let mut limited = std::process::Command::new("sh");
+    limited
+        .args(["-c", "ulimit -v 2000000 && exec \"$0\" check"])
+        .arg(env!("CARGO_BIN_EXE_procman"))
+        .current_dir(sb.path())
+        .stdin(std::process::Stdio::null());
+    let mut running = common::Running::start(limited);
+    let status = running.wait(T);
+    let err = running.stderr_text();
+    assert_eq!(status.code(), Some(1), "{err:.2000}");
+    one_error(&err, 3, "symlink loop");
+}
+
 #[test]
 fn hostile_message_lines_get_one_sentence() {
     let deep = format!(
