@@ -225,6 +225,29 @@ fn a_malformed_env_file_line_is_reported_with_file_and_line() {
     assert!(err.contains("missing.env: error: cannot read"), "{err}");
 }
 
+/// Editors on Windows start UTF-8 files with a byte order mark, which YAML allows there;
+/// it used to become part of the first process's name (or the first env key) and fail.
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_first_name() {
+    let sb =
+        Sandbox::new("\u{feff}web:\n  env_file: a.env\n  run: echo \"A is $A\"; exec sleep 1000\n");
+    std::fs::write(sb.file("a.env"), "\u{feff}A=1\n").unwrap();
+    std::fs::write(sb.file("Procfile"), "\u{feff}web: true\n").unwrap();
+    for args in [&["check"][..], &["check", "Procfile"]] {
+        let (status, _, err) = sb.run(args, T);
+        assert_eq!((status.code(), err.as_str()), (Some(0), ""), "{args:?}");
+    }
+    let mut running = sb.spawn(&[]);
+    running.wait_for("web | A is 1", T);
+    running.signal(libc::SIGTERM);
+    assert_eq!(running.wait(T).code(), Some(0));
+
+    // Columns on the first line count from after the mark, as editors show them.
+    std::fs::write(sb.file("procman.yaml"), "\u{feff}web: {run: x, bogus: 2}\n").unwrap();
+    let (_, _, err) = sb.run(&["check"], T);
+    assert!(err.starts_with("procman.yaml:1:15: error:"), "{err}");
+}
+
 #[test]
 fn a_foreman_procfile_runs_with_dotenv() {
     let sb = Sandbox::new("");

@@ -134,6 +134,74 @@ fn duplicates_in_a_large_file_are_reported_in_bounded_work() {
     }
 }
 
+/// `${VAR}` in an `env` value sees the values above it, already expanded: eleven keys
+/// each naming the one before ten times made a 736-byte config expand to 1.6 TB (an abort
+/// at best, the machine's memory at worst); a dependency field naming a large value many
+/// times did the same. Run under a 2 GB address-space limit so a regression cannot take
+/// the machine down with it.
+#[test]
+fn expansion_bombs_get_one_error() {
+    let mut laughs = String::from("web:\n  run: x\n  env:\n    A0: \"xxxxxxxxxxxxxxxx\"\n");
+    for level in 1..12 {
+        let refs = format!("${{A{}}}", level - 1).repeat(10);
+        laughs.push_str(&format!("    A{level}: \"{refs}\"\n"));
+    }
+    let many = format!(
+        "web:\n  run: x\n  env:\n    BIG: {}\n  depends:\n    - path: \"{}\"\n",
+        "x".repeat(64 << 10),
+        "$BIG".repeat(100_000)
+    );
+    for (config, line) in [(laughs, 8), (many, 6)] {
+        let sb = Sandbox::new(&config);
+        let mut limited = std::process::Command::new("sh");
+        limited
+            .args(["-c", "ulimit -v 2000000 && exec \"$0\" check"])
+            .arg(env!("CARGO_BIN_EXE_procman"))
+            .current_dir(sb.path())
+            .stdin(std::process::Stdio::null());
+        let mut running = common::Running::start(limited);
+        let status = running.wait(T);
+        let err = running.stderr_text();
+        assert_eq!(status.code(), Some(1), "{err:.2000}");
+        // The key that went past the bound; a later key naming it may go past it again.
+        let lines: Vec<&str> = err.lines().collect();
+        assert!((1..=3).contains(&lines.len()), "{err:.2000}");
+        assert!(
+            lines[0].starts_with(&format!("procman.yaml:{line}:")),
+            "{err:.2000}"
+        );
+        assert!(
+            lines.iter().all(|l| l.contains("past 128 KiB")),
+            "{err:.2000}"
+        );
+    }
+}
+
+/// The glob crate follows symlinks under `**` without noticing loops: two links back to
+/// their parent (as /usr/lib/llvm-14/build has) made `procman check` walk 2^40 paths,
+/// past 12 GB in a minute. Such a tree now gets one error naming the loop. Under a 2 GB
+/// address-space limit so a regression fails instead of taking the machine down.
+#[test]
+fn a_symlink_loop_under_a_recursive_glob_gets_one_error() {
+    let sb = Sandbox::new("w:\n  run: x\n  for_each: {glob: \"tree/**/*.conf\", as: F}\n");
+    let deep = sb.file("tree/a/b");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("x.conf"), "").unwrap();
+    std::os::unix::fs::symlink("..", deep.join("up")).unwrap();
+    std::os::unix::fs::symlink("..", deep.join("again")).unwrap();
+    let mut limited = std::process::Command::new("sh");
+    limited
+        .args(["-c", "ulimit -v 2000000 && exec \"$0\" check"])
+        .arg(env!("CARGO_BIN_EXE_procman"))
+        .current_dir(sb.path())
+        .stdin(std::process::Stdio::null());
+    let mut running = common::Running::start(limited);
+    let status = running.wait(T);
+    let err = running.stderr_text();
+    assert_eq!(status.code(), Some(1), "{err:.2000}");
+    one_error(&err, 3, "symlink loop");
+}
+
 #[test]
 fn hostile_message_lines_get_one_sentence() {
     let deep = format!(

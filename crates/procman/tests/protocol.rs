@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -76,6 +76,68 @@ fn a_subscription_sees_a_restart_as_state_changes() {
     control.send(r#"{"type":"status"}"#);
     assert_eq!(control.next()["type"], "status");
     drop(sub);
+    s.client(&["stop"]);
+    assert_eq!(server.wait(T).code(), Some(0));
+}
+
+/// While a subscription streams, the server reads on (to see the client's EOF) and queues
+/// what the client sends; it queued without bound, so one client flooding requests it
+/// never waited for grew the server by gigabytes. Now the server stops reading, and the
+/// flood waits in the client's writes.
+#[test]
+fn a_client_flooding_a_subscription_is_held_back_not_buffered() {
+    const CAP: usize = 64 << 20;
+    let s = Served::new("web:\n  run: sleep 1000\n");
+    let mut server = s.serve();
+    let mut sub = Client::connect(&s);
+    sub.send(r#"{"type":"subscribe"}"#);
+    assert_eq!(sub.next()["type"], "status");
+    // A write that makes no progress for this long means the server stopped reading.
+    sub.writer
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let chunk = "{\"type\":\"status\"}\n".repeat(4096);
+    let mut accepted = 0;
+    while accepted < CAP {
+        match sub.writer.write(chunk.as_bytes()) {
+            Ok(n) => accepted += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        accepted < CAP,
+        "the server buffered {accepted} bytes of requests"
+    );
+    // Other clients are still served.
+    let mut control = Client::connect(&s);
+    control.send(r#"{"type":"status"}"#);
+    assert_eq!(control.next()["type"], "status");
+    drop(sub);
+    s.client(&["stop"]);
+    assert_eq!(server.wait(T).code(), Some(0));
+}
+
+/// A `run` request's dependencies expand `$VAR` from its `env`: one 60 KB line naming a
+/// 30 KB value 10000 times made the server hold a 300 MB path. Now it gets an error.
+#[test]
+fn a_run_request_cannot_expand_into_a_huge_dependency() {
+    let s = Served::new("web:\n  run: sleep 1000\n");
+    let mut server = s.serve();
+    let mut client = Client::connect(&s);
+    let request = serde_json::json!({
+        "type": "run",
+        "name": "bomb",
+        "run": "true",
+        "env": {"A": "x".repeat(30_000)},
+        "depends": [{"path": "$A".repeat(10_000)}],
+    });
+    client.send(&request.to_string());
+    let reply = client.next();
+    assert_eq!(reply["type"], "error", "{:.300}", reply.to_string());
+    let message = reply["message"].as_str().unwrap();
+    assert!(message.contains("past 128 KiB"), "{message:.300}");
+    assert_eq!(s.names(), ["web"]);
     s.client(&["stop"]);
     assert_eq!(server.wait(T).code(), Some(0));
 }

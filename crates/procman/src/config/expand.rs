@@ -2,6 +2,22 @@
 
 use std::collections::BTreeMap;
 
+/// The longest value an expansion may produce: Linux refuses to pass a longer
+/// `KEY=VALUE` string to a process (`MAX_ARG_STRLEN`), and the bound keeps values that
+/// name each other (`B: ${A}${A}`, `C: ${B}${B}`, …) from growing exponentially.
+pub const MAX_EXPANDED: usize = 128 * 1024;
+
+/// Appends a variable's `value` to `out`, or says why the result would be too long.
+fn push_value(out: &mut String, name: &str, value: &str) -> Result<(), String> {
+    if out.len() + value.len() > MAX_EXPANDED {
+        return Err(format!(
+            "the value grows past 128 KiB (more than a process can receive) where `{name}` is expanded"
+        ));
+    }
+    out.push_str(value);
+    Ok(())
+}
+
 fn is_name_start(c: char) -> bool {
     c == '_' || c.is_ascii_alphabetic()
 }
@@ -52,7 +68,7 @@ pub fn expand_vars(s: &str, env: &BTreeMap<String, String>) -> Result<String, St
                     ));
                 }
                 match env.get(&name) {
-                    Some(v) => out.push_str(v),
+                    Some(v) => push_value(&mut out, &name, v)?,
                     None => return Err(format!("undefined environment variable `{name}`")),
                 }
             }
@@ -66,7 +82,7 @@ pub fn expand_vars(s: &str, env: &BTreeMap<String, String>) -> Result<String, St
                     chars.next();
                 }
                 match env.get(&name) {
-                    Some(v) => out.push_str(v),
+                    Some(v) => push_value(&mut out, &name, v)?,
                     None => return Err(format!("undefined environment variable `{name}`")),
                 }
             }
@@ -108,7 +124,7 @@ pub fn expand_braced(s: &str, env: &BTreeMap<String, String>) -> Result<String, 
                 ));
             }
             match env.get(name) {
-                Some(v) => out.push_str(v),
+                Some(v) => push_value(&mut out, name, v)?,
                 None => {
                     return Err(format!(
                         "undefined environment variable `{name}` (write `$${{` for a literal `${{`)"

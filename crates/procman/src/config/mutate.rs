@@ -158,6 +158,7 @@ fn matches(fe: &ForEach, spec: &ProcessSpec, setting: &Setting<'_>) -> Result<Ve
     };
     let what = format!("`for_each` glob `{}` of process `{}`", fe.glob, spec.name);
     let paths = glob::glob(&pattern).map_err(|e| format!("invalid {what}: {e}"))?;
+    refuse_symlink_loops(&pattern, &what)?;
     let mut values = Vec::new();
     for path in paths {
         let path = path.map_err(|e| {
@@ -182,6 +183,38 @@ fn matches(fe: &ForEach, spec: &ProcessSpec, setting: &Setting<'_>) -> Result<Ve
         ));
     }
     Ok(values)
+}
+
+/// Refuses a `**` pattern whose tree holds a symlink loop: the glob crate follows links
+/// below `**` without noticing loops, so two links back to their parent make it walk
+/// 2^40 paths (until the kernel's limit of 40 links per path). The tree below each
+/// directory the part before `**` matches is walked once, with walkdir's loop check.
+fn refuse_symlink_loops(pattern: &str, what: &str) -> Result<(), String> {
+    let Some(at) = pattern.find("**") else {
+        return Ok(());
+    };
+    let head = &pattern[..at];
+    let roots: Vec<PathBuf> = if head.is_empty() || head == "/" {
+        vec![PathBuf::from(if head.is_empty() { "." } else { "/" })]
+    } else {
+        glob::glob(head.trim_end_matches('/'))
+            .map(|paths| paths.filter_map(Result::ok).collect())
+            .unwrap_or_default()
+    };
+    for root in roots {
+        for entry in walkdir::WalkDir::new(&root).follow_links(true) {
+            if let Err(e) = entry
+                && let Some(ancestor) = e.loop_ancestor()
+            {
+                return Err(format!(
+                    "{what} would follow the symlink loop {} (back to {}) without end; remove the link or narrow the pattern",
+                    e.path().unwrap_or(&root).display(),
+                    ancestor.display()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `${VAR}` in `env` values, then `$VAR` in dependency fields.

@@ -95,7 +95,8 @@ fn kind(meta: &Metadata) -> Option<&'static str> {
     }
 }
 
-/// Reads the regular file at `path` (symlinks followed) as UTF-8.
+/// Reads the regular file at `path` (symlinks followed) as UTF-8, without the byte order
+/// mark some editors put first (YAML allows it there; it is not part of the text).
 ///
 /// Its type is checked before it is opened, so a device is never opened; it is opened
 /// non-blocking and checked again, so a FIFO swapped in between cannot block the read.
@@ -123,5 +124,10 @@ pub(super) fn read_text(path: &Path) -> Result<String, ReadError> {
     if bytes.len() as u64 > MAX_SIZE {
         return Err(ReadError::TooLarge);
     }
-    String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8(e.utf8_error().valid_up_to()))
+    let mut text =
+        String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8(e.utf8_error().valid_up_to()))?;
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }

@@ -21,6 +21,10 @@ use super::lines::{LineSplitter, Piece};
 use super::listener::{Channel, Incoming, Outgoing, Probe, STREAM_BUFFER};
 use crate::protocol::{MAX_LINE, Reply, encode_reply, parse_line};
 
+/// Requests a connection may queue while a stream is being answered; beyond them the
+/// server stops reading, so a client that floods requests waits in its own writes.
+const MAX_QUEUED: usize = 64;
+
 /// Room in `sockaddr_un.sun_path` for a path and its terminating NUL.
 pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
@@ -211,8 +215,8 @@ impl Connection {
 /// server is done with it: one reply for most requests, a stream for subscriptions (with
 /// a follow feed of output lines written in between, until the stream ends). A request
 /// the server drops unanswered still gets an error reply. While replies stream, what the
-/// client sends is queued, and its EOF ends the stream. Returns whether the connection
-/// goes on.
+/// client sends is queued (up to [`MAX_QUEUED`] requests), and its EOF ends the stream.
+/// Returns whether the connection goes on.
 async fn answer(
     line: &[u8],
     tx: &mpsc::Sender<Incoming>,
@@ -269,7 +273,9 @@ async fn answer(
                 }
                 None => feed = None,
             },
-            read = connection.read(reader), if answered && !connection.eof => {
+            read = connection.read(reader),
+                if answered && !connection.eof && connection.pieces.len() < MAX_QUEUED =>
+            {
                 if read.is_err() || connection.eof {
                     return false;
                 }

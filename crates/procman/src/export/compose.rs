@@ -150,14 +150,15 @@ pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<V
             ),
             ("environment", Some(Value::Mapping(environment))),
             ("network_mode", Some(text("host"))),
+            // The long form: the short `SOURCE:TARGET` splits at every `:` of a path.
             (
                 "volumes",
                 options.mount.then(|| {
-                    texts([format!(
-                        "{}:{}",
-                        stack.config.dir.to_string_lossy(),
-                        containers.workdir
-                    )])
+                    Value::Sequence(vec![map([
+                        ("type", Some(text("bind"))),
+                        ("source", Some(text(stack.config.dir.to_string_lossy()))),
+                        ("target", Some(text(&containers.workdir))),
+                    ])])
                 }),
             ),
             (

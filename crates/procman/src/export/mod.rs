@@ -255,10 +255,10 @@ pub fn export(request: &Request) -> Result<i32> {
         .clone()
         .unwrap_or_else(|| Path::new("procman-export").join(request.format.name()));
     let header = format!(
-        "{} `procman export {}` from {}: edit that file and export again.\n",
-        write::MARKER,
-        request.format.name(),
-        config.path.display()
+        "{marker}{format}` from {config}: edit that file and export again.\n",
+        marker = write::MARKER,
+        format = request.format.name(),
+        config = one_line(&config.path.to_string_lossy())
     );
     let written = write::write_all(&dir, &rendered.files, &header)
         .with_context(|| format!("writing to {}", dir.display()))?;
@@ -271,6 +271,20 @@ pub fn export(request: &Request) -> Result<i32> {
         dir.display()
     );
     Ok(0)
+}
+
+/// `text` (a path) kept on one line of a comment or description: control characters and
+/// what a YAML reader takes for a line break or refuses are written as `\n`, `\u{2028}`.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if yaml::needs_escape(c) {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// `--app`, or the config directory's name; must not be empty once cleaned by the formats.

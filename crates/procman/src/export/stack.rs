@@ -354,7 +354,9 @@ pub fn duration_arg(duration: Duration) -> String {
 
 /// Whole seconds, rounded up (engines that count in seconds must not cut a grace short).
 pub fn ceil_secs(duration: Duration) -> u64 {
-    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+    duration
+        .as_secs()
+        .saturating_add(u64::from(duration.subsec_nanos() > 0))
 }
 
 /// Whether `number` appears in `text` with no digit on either side.
@@ -441,5 +443,6 @@ mod tests {
         assert_eq!(duration_arg(Duration::from_millis(1500)), "1500ms");
         assert_eq!(duration_arg(Duration::from_secs(60)), "60s");
         assert_eq!(ceil_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(ceil_secs(Duration::MAX), u64::MAX);
     }
 }

@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 
 use super::stack::{ceil_secs, duration_arg, shell_command, short_hash};
 use super::{File, Gaps, Stack};
-use crate::config::{DependencyKind, ProcessSpec, REPLICA_VAR, Restart};
+use crate::config::{DependencyKind, ProcessSpec, REPLICA_VAR, Restart, RestartPolicy};
 
 /// The first systemd with `RestartSteps=` and `RestartMaxDelaySec=`.
 pub const RESTART_STEPS_SINCE: u32 = 254;
@@ -27,6 +27,9 @@ pub const DEFAULT_VERSION: u32 = 252;
 const UNIT_NAME_MAX: usize = 255;
 /// Added to the sum of a unit's wait timeouts for its start timeout.
 const START_SLACK: Duration = Duration::from_secs(30);
+/// Time spans from here on are `infinity`: systemd counts microseconds in 64 bits and
+/// ignores a setting past that (falling back to its default); 2^63 µs is 292 000 years.
+const INFINITE_SPAN: Duration = Duration::from_micros(1 << 63);
 
 /// `procman export systemd` options.
 #[derive(Debug, Clone)]
@@ -116,7 +119,7 @@ pub fn render(stack: &Stack<'_>, options: &Options, gaps: &mut Gaps) -> Result<V
         specifiers(&format!(
             "{} (procman.yaml {})",
             stack.app,
-            stack.config.path.display()
+            super::one_line(&stack.config.path.to_string_lossy())
         ))
     );
     for unit in &wanted {
@@ -207,9 +210,9 @@ fn unit_text(
     // Waiting is part of starting: allow every dependency its timeout (a oneshot's start
     // is its whole run, which must stay unbounded).
     let start_bound = (!spec.once && !spec.depends.is_empty())
-        .then(|| ceil_secs(waited.saturating_add(START_SLACK)));
+        .then(|| Duration::from_secs(ceil_secs(waited.saturating_add(START_SLACK))));
     if let Some(bound) = start_bound {
-        let _ = writeln!(unit, "JobTimeoutSec={bound}s");
+        let _ = writeln!(unit, "JobTimeoutSec={}", span(bound));
     }
     let policy = spec.restart;
     if policy.when != Restart::No {
@@ -217,12 +220,12 @@ fn unit_text(
             // A failing streak of max_restarts + 1 starts lasts less than this: each run
             // shorter than max_delay (a longer one ends the streak) plus each delay.
             Some(max) => {
-                let delays: Duration = (1..=max).map(|n| policy.delay_before(n)).sum();
                 let runs = policy.max_delay.saturating_mul(max.saturating_add(1));
+                let interval = total_delay(&policy, max).saturating_add(runs);
                 let _ = writeln!(
                     unit,
-                    "StartLimitIntervalSec={}s",
-                    ceil_secs(delays.saturating_add(runs))
+                    "StartLimitIntervalSec={}",
+                    span(Duration::from_secs(ceil_secs(interval)))
                 );
                 let _ = writeln!(unit, "StartLimitBurst={}", max.saturating_add(1));
             }
@@ -270,9 +273,9 @@ fn unit_text(
     if let Some(bound) = start_bound
         && !waits.is_empty()
     {
-        let _ = writeln!(unit, "TimeoutStartSec={bound}s");
+        let _ = writeln!(unit, "TimeoutStartSec={}", span(bound));
     }
-    let _ = writeln!(unit, "TimeoutStopSec={}", duration_arg(spec.stop_timeout));
+    let _ = writeln!(unit, "TimeoutStopSec={}", span(spec.stop_timeout));
     let restart = match policy.when {
         Restart::No => "no",
         Restart::OnFailure => "on-failure",
@@ -280,21 +283,37 @@ fn unit_text(
     };
     let _ = writeln!(unit, "Restart={restart}");
     if policy.when != Restart::No {
-        let _ = writeln!(unit, "RestartSec={}", duration_arg(policy.delay));
+        let _ = writeln!(unit, "RestartSec={}", span(policy.delay));
         if policy.max_delay > policy.delay && options.version >= RESTART_STEPS_SINCE {
             // Steps from RestartSec to RestartMaxDelaySec grow geometrically: log2(max/delay)
             // steps double the delay each time, as procman does.
             let ratio = policy.max_delay.as_secs_f64() / policy.delay.as_secs_f64().max(1e-3);
             let steps = ratio.log2().ceil().clamp(1.0, 3600.0) as u32;
             let _ = writeln!(unit, "RestartSteps={steps}");
-            let _ = writeln!(
-                unit,
-                "RestartMaxDelaySec={}",
-                duration_arg(policy.max_delay)
-            );
+            let _ = writeln!(unit, "RestartMaxDelaySec={}", span(policy.max_delay));
         }
     }
     Ok(unit)
+}
+
+/// A time span setting, or `infinity` from [`INFINITE_SPAN`] on.
+fn span(duration: Duration) -> String {
+    if duration >= INFINITE_SPAN {
+        "infinity".to_owned()
+    } else {
+        duration_arg(duration)
+    }
+}
+
+/// The delays before restarts 1 to `max`, summed without overflow. The delay stops
+/// doubling by restart 32, so the rest are one product instead of up to 2^32 terms.
+fn total_delay(policy: &RestartPolicy, max: u32) -> Duration {
+    let doubling = max.min(32);
+    let first = (1..=doubling).fold(Duration::ZERO, |sum, n| {
+        sum.saturating_add(policy.delay_before(n))
+    });
+    let rest = policy.delay_before(32).saturating_mul(max - doubling);
+    first.saturating_add(rest)
 }
 
 /// Unit names: `{app}-{process}.service`, escaped as `systemd-escape` does.
@@ -406,12 +425,17 @@ fn specifiers(text: &str) -> String {
 }
 
 /// A path setting (`WorkingDirectory=`, `EnvironmentFile=`): specifiers escaped; a path
-/// with control characters or one not absolute cannot be written.
+/// with control characters or one not absolute cannot be written, nor one ending in `\`
+/// (systemd joins the next line to it) or a blank (systemd strips it): such settings
+/// take no quotes or escapes.
 fn path_value(path: &Path) -> Result<String> {
     let text = path.to_string_lossy();
-    if !path.is_absolute() || text.chars().any(char::is_control) {
+    if !path.is_absolute()
+        || text.chars().any(char::is_control)
+        || text.ends_with(|c: char| c == '\\' || c.is_ascii_whitespace())
+    {
         bail!(
-            "cannot write the path {text:?} into a unit: it must be absolute and free of control characters"
+            "cannot write the path {text:?} into a unit: it must be absolute, free of control characters and not end in `\\` or a blank"
         );
     }
     Ok(specifiers(&text))

@@ -111,8 +111,37 @@ fn nested(value: &Value, seq_indent: usize, block_indent: usize, out: &mut Strin
 fn literal_block(s: &str) -> bool {
     s.contains('\n')
         && !s.starts_with([' ', '\n'])
-        && s.chars().all(|c| c == '\n' || c == '\t' || !c.is_control())
-        && !s.contains('\u{feff}')
+        && s.chars()
+            .all(|c| c == '\n' || c == '\t' || !needs_escape(c))
+}
+
+/// Characters that read back as themselves only `\`-escaped in a double-quoted scalar:
+/// YAML readers break lines at U+0085, U+2028 and U+2029 (in a `|` block, the text after
+/// one would become keys of the enclosing mapping), and PyYAML refuses the other control
+/// characters, U+FEFF, U+FFFE and U+FFFF anywhere in a file.
+pub fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+        )
+}
+
+/// `s` double-quoted, with every character [`needs_escape`] names as `\uXXXX`.
+fn quoted(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn scalar(value: &Value) -> String {
@@ -121,7 +150,7 @@ fn scalar(value: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         Value::String(s) if plain(s) => s.clone(),
-        Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
+        Value::String(s) => quoted(s),
         Value::Sequence(_) => "[]".into(),
         Value::Mapping(_) => "{}".into(),
         Value::Tagged(tagged) => scalar(&tagged.value),
@@ -183,7 +212,16 @@ mod tests {
             ("restart", Some(text("no"))),
             ("script", Some(text("echo \"$HOME\"\n\n  indented\ttab\n"))),
             ("raw", Some(text("no newline\nat end"))),
-            ("list", Some(texts(["-e", "yes", "a\u{7}b"]))),
+            (
+                "list",
+                Some(texts([
+                    "-e",
+                    "yes",
+                    "a\u{7}b",
+                    "\"\\\u{2028}\u{7f}\u{fffe}",
+                ])),
+            ),
+            ("block", Some(text("a\n\u{2028}b: c\n"))),
             (
                 "items",
                 Some(Value::Sequence(vec![map([
