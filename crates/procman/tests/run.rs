@@ -74,6 +74,40 @@ use:
 }
 
 #[test]
+fn an_output_file_replaced_by_a_fifo_or_a_symlink_is_not_read() {
+    // Read on the supervisor's thread: a FIFO there hung procman for good, and a symlink
+    // to /dev/zero would have filled its memory.
+    for replace in [
+        "mkfifo \"$PROCMAN_OUTPUT\"",
+        "ln -s /dev/zero \"$PROCMAN_OUTPUT\"",
+    ] {
+        let sb = Sandbox::new(&format!(
+            r#"
+setup:
+  run: rm -f "$PROCMAN_OUTPUT" && {replace}
+  once: true
+use:
+  depends:
+    - process_exited: setup
+  run: echo "got ${{{{ setup.KEY }}}}"
+  once: true
+"#
+        ));
+        let (status, out, err) = sb.run(&[], T);
+        assert_eq!(status.code(), Some(1), "{replace}:\n{out}{err}");
+        assert!(
+            out.contains("setup.output is not a regular file; its values are not read")
+                || out.contains("setup.output is a symbolic link; its values are not read"),
+            "{replace}:\n{out}"
+        );
+        assert!(
+            out.contains("process `setup` did not output `KEY`"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
 fn a_users_file_named_like_an_output_file_is_left_alone() {
     let sb = Sandbox::new("web:\n  run: echo \"output=[${PROCMAN_OUTPUT:-none}]\"\n  once: true\n");
     let logs = sb.file("procman-logs");

@@ -595,11 +595,12 @@ impl Runner {
         spec: &ProcessSpec,
         extra_env: BTreeMap<String, String>,
     ) -> Result<(String, BTreeMap<String, String>), String> {
-        let lookup = |process: &str, key: &str| {
-            let file = self.output_files.path(process)?;
-            std::fs::read_to_string(file)
-                .ok()
-                .and_then(|text| template::parse_output_file(&text).remove(key))
+        let lookup = |process: &str, key: &str| match self.output_files.read(process) {
+            Ok(text) => template::parse_output_file(&text?).remove(key),
+            Err(why) => {
+                self.output.procman(&why);
+                None
+            }
         };
         let mut env = self.base_env.clone();
         env.extend(spec.file_env.clone());
