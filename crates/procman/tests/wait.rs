@@ -269,3 +269,25 @@ fn bad_conditions_are_refused_with_a_clear_message() {
         "{stderr}"
     );
 }
+
+#[test]
+fn file_contains_on_a_fifo_times_out_instead_of_hanging() {
+    // The read blocked on the FIFO's open, so neither the check nor the timeout ended.
+    let sandbox = sandbox();
+    common::mkfifo(&sandbox.file("state.json"));
+    let (code, _, stderr) = wait(
+        &sandbox,
+        &[
+            "--file-contains",
+            "state.json",
+            "--format",
+            "json",
+            "--key",
+            "$.ready",
+            "--timeout",
+            "1s",
+        ],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+}

@@ -16,6 +16,8 @@ use crate::config::{DependencyKind, FileFormat};
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Limit for resolving and connecting in TCP checks.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Largest file a `file_contains` check parses.
+const MAX_CHECKED_FILE: u64 = 16 * 1024 * 1024;
 
 /// Checks `kind` once. Never panics and never blocks the runtime; every kind is bounded in time
 /// (HTTP 5 s, TCP 1 s, the rest are local).
@@ -137,7 +139,7 @@ async fn path_exists(path: &Path) -> bool {
 
 /// Reads and parses the file and evaluates `key` against it.
 pub(super) async fn check_file_contains(path: &Path, format: FileFormat, key: &JsonPath) -> Check {
-    let text = match tokio::fs::read_to_string(path).await {
+    let text = match read_checked_file(path).await {
         Ok(text) => text,
         Err(e) => return not_yet(format!("cannot read {}: {e}", path.display())),
     };
@@ -153,6 +155,29 @@ pub(super) async fn check_file_contains(path: &Path, format: FileFormat, key: &J
         Some(value) => Check::Holds { value: Some(value) },
         None => not_yet(format!("{key} not found in {}", path.display())),
     }
+}
+
+/// The text of the regular file at `path`, up to [`MAX_CHECKED_FILE`]: a FIFO or a device
+/// put there must not hold the check (and the wait's timeout) for good, nor fill memory.
+async fn read_checked_file(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind};
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .await?;
+    if !file.metadata().await?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_CHECKED_FILE + 1)
+        .read_to_string(&mut text)
+        .await?;
+    if text.len() as u64 > MAX_CHECKED_FILE {
+        return Err(Error::new(ErrorKind::FileTooLarge, "larger than 16 MiB"));
+    }
+    Ok(text)
 }
 
 /// The text exported for a matched value: scalars as text, containers as compact JSON,
