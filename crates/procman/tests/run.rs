@@ -74,9 +74,9 @@ use:
 }
 
 #[test]
-fn an_output_file_replaced_by_a_fifo_or_a_symlink_is_not_read() {
-    // Read on the supervisor's thread: a FIFO there hung procman for good, and a symlink
-    // to /dev/zero would have filled its memory.
+fn an_output_file_replaced_by_a_fifo_or_a_device_is_not_read() {
+    // Read on the supervisor's thread: a FIFO there hung procman for good, and /dev/zero
+    // would have filled its memory.
     for replace in [
         "mkfifo \"$PROCMAN_OUTPUT\"",
         "ln -s /dev/zero \"$PROCMAN_OUTPUT\"",
@@ -96,8 +96,8 @@ use:
         let (status, out, err) = sb.run(&[], T);
         assert_eq!(status.code(), Some(1), "{replace}:\n{out}{err}");
         assert!(
-            out.contains("setup.output is not a regular file; its values are not read")
-                || out.contains("setup.output is a symbolic link; its values are not read"),
+            out.contains("setup.output: it is a FIFO (named pipe), not a regular file; its values are not read")
+                || out.contains("setup.output: it is a character device, not a regular file; its values are not read"),
             "{replace}:\n{out}"
         );
         assert!(

@@ -289,5 +289,8 @@ fn file_contains_on_a_fifo_times_out_instead_of_hanging() {
         ],
     );
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(
+        stderr.contains("a FIFO (named pipe), not a regular file"),
+        "{stderr}"
+    );
 }

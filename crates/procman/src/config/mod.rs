@@ -42,9 +42,9 @@ pub use mutate::REPLICA_VAR;
 pub use parse::parse_dependencies_json;
 pub(crate) use parse::suggest;
 pub use source::{Format, default_path};
+pub(crate) use source::{ReadError, read_text};
 
 use draft::Ctx;
-use source::ReadError;
 
 /// What the command line adds to a config.
 #[derive(Debug, Clone, Default)]

@@ -48,7 +48,7 @@ pub fn default_path() -> PathBuf {
 
 /// Why a file could not be read.
 #[derive(Debug)]
-pub(super) enum ReadError {
+pub(crate) enum ReadError {
     NotFound,
     /// Not a regular file; what it is, with its article.
     NotAFile(&'static str),
@@ -100,7 +100,7 @@ fn kind(meta: &Metadata) -> Option<&'static str> {
 ///
 /// Its type is checked before it is opened, so a device is never opened; it is opened
 /// non-blocking and checked again, so a FIFO swapped in between cannot block the read.
-pub(super) fn read_text(path: &Path) -> Result<String, ReadError> {
+pub(crate) fn read_text(path: &Path) -> Result<String, ReadError> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ReadError::NotFound,
         _ => ReadError::Unreadable(e),

@@ -16,8 +16,6 @@ use crate::config::{DependencyKind, FileFormat};
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Limit for resolving and connecting in TCP checks.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Largest file a `file_contains` check parses.
-const MAX_CHECKED_FILE: u64 = 16 * 1024 * 1024;
 
 /// Checks `kind` once. Never panics and never blocks the runtime; every kind is bounded in time
 /// (HTTP 5 s, TCP 1 s, the rest are local).
@@ -157,27 +155,14 @@ pub(super) async fn check_file_contains(path: &Path, format: FileFormat, key: &J
     }
 }
 
-/// The text of the regular file at `path`, up to [`MAX_CHECKED_FILE`]: a FIFO or a device
-/// put there must not hold the check (and the wait's timeout) for good, nor fill memory.
-async fn read_checked_file(path: &Path) -> std::io::Result<String> {
-    use std::io::{Error, ErrorKind};
-    use tokio::io::AsyncReadExt;
-    let file = tokio::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .await?;
-    if !file.metadata().await?.is_file() {
-        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+/// The text of the regular file at `path`, read off the runtime: a FIFO or a device put
+/// there must not hold the check (and the wait's timeout) for good, nor fill memory.
+async fn read_checked_file(path: &Path) -> Result<String, String> {
+    let owned = path.to_owned();
+    match tokio::task::spawn_blocking(move || crate::config::read_text(&owned)).await {
+        Ok(read) => read.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
-    let mut text = String::new();
-    file.take(MAX_CHECKED_FILE + 1)
-        .read_to_string(&mut text)
-        .await?;
-    if text.len() as u64 > MAX_CHECKED_FILE {
-        return Err(Error::new(ErrorKind::FileTooLarge, "larger than 16 MiB"));
-    }
-    Ok(text)
 }
 
 /// The text exported for a matched value: scalars as text, containers as compact JSON,

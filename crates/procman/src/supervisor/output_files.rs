@@ -9,17 +9,12 @@
 //! its `${{ name.KEY }}` values stay unresolved rather than being read from it.
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{FileType, Mode, OFlags};
+use crate::config::ReadError;
 
 use crate::output::Output;
 use crate::protocol::ProcessName;
-
-/// Largest file read: its values become arguments and environment values, which Linux
-/// takes up to 128 KiB each.
-const MAX_FILE: u64 = 1024 * 1024;
 
 /// The output files of this run.
 pub(super) struct OutputFiles {
@@ -71,39 +66,21 @@ impl OutputFiles {
             .then(|| self.dir.join(file_name(name)))
     }
 
-    /// The text of `name`'s file (`None` if it has none in this run), read on the
-    /// supervisor's thread: so its process, which may have replaced it, cannot make that
-    /// read follow a symlink, wait on a FIFO or fill the memory. `Err` says why not.
+    /// The text of `name`'s file (`None` if it has none in this run). Its process may
+    /// have replaced it: a FIFO, a device or a huge file is refused, not waited on or read
+    /// whole on the supervisor's thread. `Err` says why it is not read.
     pub(super) fn read(&self, name: &str) -> Result<Option<String>, String> {
         let Some(path) = self.path(name) else {
             return Ok(None);
         };
-        let refused =
-            |why: &str| format!("{name}: {} {why}; its values are not read", path.display());
-        let fd = rustix::fs::open(
-            &path,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| match e {
-            rustix::io::Errno::LOOP => refused("is a symbolic link"),
-            e => refused(&format!("cannot be opened ({e})")),
-        })?;
-        let stat = rustix::fs::fstat(&fd).map_err(|e| refused(&e.to_string()))?;
-        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-            return Err(refused("is not a regular file"));
+        match crate::config::read_text(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(ReadError::NotFound) => Ok(None),
+            Err(e) => Err(format!(
+                "{name}: {}: {e}; its values are not read",
+                path.display()
+            )),
         }
-        let mut bytes = Vec::new();
-        std::fs::File::from(fd)
-            .take(MAX_FILE + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| refused(&e.to_string()))?;
-        if bytes.len() as u64 > MAX_FILE {
-            return Err(refused("is larger than 1 MiB"));
-        }
-        String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| refused("is not UTF-8 text"))
     }
 
     /// At the end of the run: files that their process replaced are recorded too, so the
