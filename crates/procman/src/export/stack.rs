@@ -372,7 +372,7 @@ fn mentions_number(text: &str, number: &str) -> bool {
 /// quoted values, `export`, backslashes, or a ` #` comment after a value. `None` when the
 /// file is plain (or unreadable: the loader already read it).
 fn unportable_env_line(path: &Path) -> Option<usize> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = crate::config::read_text(path).ok()?;
     text.lines().enumerate().find_map(|(index, line)| {
         let line = line.trim_start();
         if line.is_empty() || line.starts_with('#') {
