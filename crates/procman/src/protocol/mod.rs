@@ -300,6 +300,17 @@ fn validate(message: &Message) -> Result<(), String> {
                     run.name
                 ));
             }
+            // No environment can hold such a key: `A=B` would reach the process as `A`.
+            if let Some(key) = run
+                .env
+                .keys()
+                .find(|key| key.is_empty() || key.contains(['=', '\0']))
+            {
+                return Err(format!(
+                    "`run` message for {:?} has the `env` key {key:?}: a key is never empty and holds no `=` or NUL",
+                    run.name
+                ));
+            }
             Ok(())
         }
         Message::StopProcess { name } => check_name("stop_process", name),
@@ -529,5 +540,11 @@ mod tests {
         assert!(parse_line(&over).is_err());
         let e = err(r#"{"type":"run","name":"x","run":"y","env":{"A":1}}"#);
         assert!(e.contains("invalid `run` message"), "{e}");
+        for key in ["", "PATH=/tmp", "A\\u0000B"] {
+            let e = err(&format!(
+                r#"{{"type":"run","name":"x","run":"y","env":{{"{key}":"v"}}}}"#
+            ));
+            assert!(e.contains("has the `env` key"), "{key}: {e}");
+        }
     }
 }
