@@ -287,7 +287,11 @@ fn message() -> impl Strategy<Value = Message> {
     let run = (
         name(),
         text().prop_filter("blank", |s| !s.trim().is_empty()),
-        prop::collection::btree_map(text(), text(), 0..4),
+        prop::collection::btree_map(
+            text().prop_filter("an env key", |k| !k.is_empty() && !k.contains(['=', '\0'])),
+            text(),
+            0..4,
+        ),
         // `"depends": null` on the wire means no dependencies, so `Some(Null)` is not a message.
         prop::option::of(json().prop_filter("null", |v| !v.is_null())),
         any::<bool>(),
