@@ -373,6 +373,7 @@ fn as_pid_1_orphans_are_reaped_and_shutdown_does_not_wait_on_them() {
             .arg("run")
             .current_dir(sb.path())
             .env("NO_COLOR", "1")
+            .env("PROCMAN_RUNTIME_DIR", sb.runtime_dir())
             .stdin(std::process::Stdio::null());
         if mode == Mode::Groups {
             cmd.env("PROCMAN_NO_CGROUP", "1");

@@ -27,14 +27,22 @@ impl Sandbox {
         self.dir.path().join(name)
     }
 
-    /// `procman ARGS` in the sandbox, colour off.
+    /// `procman ARGS` in the sandbox, colour off, its servers' runtime files in the
+    /// sandbox (a test may set another `PROCMAN_RUNTIME_DIR`): those of a procman that a
+    /// test SIGKILLs go with the sandbox instead of staying in the user's runtime dir.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_procman"));
         cmd.args(args)
             .current_dir(self.path())
             .env("NO_COLOR", "1")
+            .env("PROCMAN_RUNTIME_DIR", self.runtime_dir())
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// The runtime directory of [`Sandbox::command`]'s servers (procman creates it).
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.file(".procman-run")
     }
 
     /// Runs to completion within `timeout`; returns (status, stdout, stderr).
