@@ -238,6 +238,17 @@ fn escapees_die_when_procman_is_sigkilled_even_after_its_guardian_was() {
     }
 }
 
+/// The cgroup procman makes its own in (the test's): where a process can move to leave
+/// procman's. Found from a first procman in `sb`; the next one's parent is the same.
+fn outside_cgroup(sb: &Sandbox) -> PathBuf {
+    std::fs::write(sb.file("procman.yaml"), "svc:\n  run: exec sleep 1000\n").unwrap();
+    let mut procman = start(sb, Mode::Cgroup, &["run"]);
+    let outside = procman.cgroup.clone().unwrap().parent().unwrap().to_owned();
+    procman.running.signal(libc::SIGTERM);
+    assert_eq!(procman.running.wait(T).code(), Some(0));
+    outside
+}
+
 #[test]
 fn a_process_that_left_its_cgroup_dies_with_a_sigkilled_procman() {
     // Root (or a delegated user) may move a process out of procman's cgroup; the guardian
@@ -247,12 +258,8 @@ fn a_process_that_left_its_cgroup_dies_with_a_sigkilled_procman() {
         return;
     }
     let m = common::unique_sleep();
-    let sb = Sandbox::new("svc:\n  run: exec sleep 1000\n");
-    let mut procman = start(&sb, Mode::Cgroup, &["run"]);
-    let outside = procman.cgroup.clone().unwrap().parent().unwrap().to_owned();
-    procman.running.signal(libc::SIGTERM);
-    assert_eq!(procman.running.wait(T).code(), Some(0));
-    // procman's cgroup is made in the test's, so the next one's parent is `outside` too.
+    let sb = Sandbox::new("");
+    let outside = outside_cgroup(&sb);
     std::fs::write(
         sb.file("procman.yaml"),
         format!(
@@ -288,11 +295,8 @@ fn a_restart_does_not_wait_for_a_process_that_left_its_cgroup() {
         return;
     }
     let m = common::unique_sleep();
-    let sb = Sandbox::new("svc:\n  run: exec sleep 1000\n");
-    let mut procman = start(&sb, Mode::Cgroup, &["run"]);
-    let outside = procman.cgroup.clone().unwrap().parent().unwrap().to_owned();
-    procman.running.signal(libc::SIGTERM);
-    assert_eq!(procman.running.wait(T).code(), Some(0));
+    let sb = Sandbox::new("");
+    let outside = outside_cgroup(&sb);
     let escape = format!(
         "echo $$ > {}/cgroup.procs && : > escaped && exec sleep {m}",
         outside.display()

@@ -20,6 +20,22 @@ fn check(config: &str) -> (Option<i32>, String, String) {
     (status.code(), out, err)
 }
 
+/// `procman check` in `sb` under a 2 GB address-space limit (so that a regression fails
+/// instead of taking the machine down), which must fail: its stderr.
+fn check_failing_in_2_gb(sb: &Sandbox) -> String {
+    let mut limited = std::process::Command::new("sh");
+    limited
+        .args(["-c", "ulimit -v 2000000 && exec \"$0\" check"])
+        .arg(env!("CARGO_BIN_EXE_procman"))
+        .current_dir(sb.path())
+        .stdin(std::process::Stdio::null());
+    let mut running = common::Running::start(limited);
+    let status = running.wait(T);
+    let err = running.stderr_text();
+    assert_eq!(status.code(), Some(1), "{err:.2000}");
+    err
+}
+
 /// Asserts that `err` is exactly one `procman.yaml:LINE:COL: error: …` line on `line`
 /// containing `part`.
 #[track_caller]
@@ -153,16 +169,7 @@ fn expansion_bombs_get_one_error() {
     );
     for (config, line) in [(laughs, 8), (many, 6)] {
         let sb = Sandbox::new(&config);
-        let mut limited = std::process::Command::new("sh");
-        limited
-            .args(["-c", "ulimit -v 2000000 && exec \"$0\" check"])
-            .arg(env!("CARGO_BIN_EXE_procman"))
-            .current_dir(sb.path())
-            .stdin(std::process::Stdio::null());
-        let mut running = common::Running::start(limited);
-        let status = running.wait(T);
-        let err = running.stderr_text();
-        assert_eq!(status.code(), Some(1), "{err:.2000}");
+        let err = check_failing_in_2_gb(&sb);
         // The key that went past the bound; a later key naming it may go past it again.
         let lines: Vec<&str> = err.lines().collect();
         assert!((1..=3).contains(&lines.len()), "{err:.2000}");
@@ -189,16 +196,7 @@ fn a_symlink_loop_under_a_recursive_glob_gets_one_error() {
     std::fs::write(deep.join("x.conf"), "").unwrap();
     std::os::unix::fs::symlink("..", deep.join("up")).unwrap();
     std::os::unix::fs::symlink("..", deep.join("again")).unwrap();
-    let mut limited = std::process::Command::new("sh");
-    limited
-        .args(["-c", "ulimit -v 2000000 && exec \"$0\" check"])
-        .arg(env!("CARGO_BIN_EXE_procman"))
-        .current_dir(sb.path())
-        .stdin(std::process::Stdio::null());
-    let mut running = common::Running::start(limited);
-    let status = running.wait(T);
-    let err = running.stderr_text();
-    assert_eq!(status.code(), Some(1), "{err:.2000}");
+    let err = check_failing_in_2_gb(&sb);
     one_error(&err, 3, "symlink loop");
 }
 

@@ -76,6 +76,17 @@ impl Harness {
         })
     }
 
+    /// Exit 1 of `pid`, its output not read to the end yet.
+    fn exited_unread(&mut self, process: &str, pid: u32) -> Vec<Effect> {
+        self.event(Event::Exited {
+            name: name(process),
+            pid,
+            exit: Exit::Code(1),
+            group_alive: false,
+            drained: false,
+        })
+    }
+
     fn fire(&mut self, process: &str, timer: Timer) -> Vec<Effect> {
         let epoch = self.machine.procs[self.machine.find(process).unwrap()].epoch;
         self.event(Event::Timer {
@@ -345,13 +356,7 @@ fn a_restart_waits_for_the_last_runs_output_to_be_read() {
     let mut h = Harness::new("w:\n  run: w\n  restart: always\n  restart_delay: 0s\n");
     h.start();
     h.spawned("w", 10);
-    h.event(Event::Exited {
-        name: name("w"),
-        pid: 10,
-        exit: Exit::Code(1),
-        group_alive: false,
-        drained: false,
-    });
+    h.exited_unread("w", 10);
     let effects = h.fire("w", Timer::Restart);
     assert!(spawns(&effects).is_empty(), "restarted with unread output");
     assert!(
@@ -383,13 +388,7 @@ fn a_restart_waits_for_the_last_runs_output_to_be_read() {
     h.spawned("w", 11);
     assert_eq!(h.restarts("w"), 1);
     // Read before the delay is over: the restart is not held.
-    h.event(Event::Exited {
-        name: name("w"),
-        pid: 11,
-        exit: Exit::Code(1),
-        group_alive: false,
-        drained: false,
-    });
+    h.exited_unread("w", 11);
     h.event(Event::Drained {
         name: name("w"),
         pid: 11,
@@ -403,13 +402,7 @@ fn a_held_restart_is_cancelled_by_a_stop() {
     let mut h = Harness::serve("w:\n  run: w\n  restart: always\n  restart_delay: 0s\n");
     h.start();
     h.spawned("w", 10);
-    h.event(Event::Exited {
-        name: name("w"),
-        pid: 10,
-        exit: Exit::Code(1),
-        group_alive: false,
-        drained: false,
-    });
+    h.exited_unread("w", 10);
     h.fire("w", Timer::Restart);
     h.request(Message::StopProcess { name: "w".into() });
     let effects = h.event(Event::Drained {
